@@ -1,0 +1,21 @@
+"""The two kinds of errors the CLI distinguishes (DESIGN.md, principle 7).
+
+`UserError` is bad input: the CLI prints its message on one line and exits 2.
+`BackendUnavailable` means this machine cannot run what was asked (library
+missing, no such device): one line, exit 3. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+
+class BackendUnavailable(Exception):
+    """The backend or device cannot run on this machine: one line with the reason, exit 3."""
+
+    exit_code = 3

@@ -1,0 +1,112 @@
+"""What a workload is: a generative task the harness can run through any backend.
+
+A workload owns its torch modules (built from a config with a seed, or loaded
+from a local folder), the inputs of one batch, and its *pipeline*: how the
+modules ("components") are called to produce one batch of output. The harness
+hands the pipeline one callable per component — a backend session — so the same
+pipeline code runs on eager PyTorch, ONNX Runtime or TensorRT.
+
+A diffusion workload's pipeline calls its denoiser `steps` times with a
+scheduler in between; the scheduler is part of the measured work, as it is in
+deployment.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    import torch
+
+SIZES: tuple[str, ...] = ("tiny", "base", "large")
+
+# A component as the pipeline sees it: tensors in, one tensor out.
+ComponentFn = Callable[..., "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The inputs of one pipeline call.
+
+    `inputs` are fp32 tensors; `seed` drives any randomness inside the pipeline
+    (a DDPM scheduler adds noise at every step), so that the same batch gives
+    the same output on every backend.
+    """
+
+    inputs: tuple["torch.Tensor", ...]
+    seed: int
+    size: int
+
+    def to(self, device: "torch.device | str") -> "Batch":
+        return Batch(tuple(t.to(device) for t in self.inputs), self.seed, self.size)
+
+
+class Workload(abc.ABC):
+    """Base class of every reference workload.
+
+    Subclasses set the class attributes and implement the abstract methods;
+    `__init__` must build every module with `torch.manual_seed(seed)` semantics
+    so that two instances with the same arguments are identical.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]  # "gan", "vae", "diffusion", ...
+    unit: ClassVar[str]  # what one item of work is: "image", "sample"
+    description: ClassVar[str]
+    sizes: ClassVar[tuple[str, ...]] = SIZES
+    # Iterative workloads honour `steps` (and `scheduler`); others ignore them.
+    iterative: ClassVar[bool] = False
+    schedulers: ClassVar[tuple[str, ...]] = ()
+    # Relative L2 tolerance per precision for the fidelity gate (DESIGN.md);
+    # a workload may loosen it where its numerics demand, and says why.
+    tolerances: ClassVar[Mapping[str, float]] = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 5e-2}
+
+    def __init__(
+        self,
+        size: str,
+        seed: int = 0,
+        *,
+        steps: int | None = None,
+        scheduler: str | None = None,
+        weights: Path | None = None,
+    ) -> None:
+        self.size = size
+        self.seed = seed
+        self.steps = steps
+        self.scheduler = scheduler
+        self.weights = weights
+
+    @abc.abstractmethod
+    def components(self) -> Mapping[str, "torch.nn.Module"]:
+        """The modules a backend prepares, by name, in eval mode, fp32, on CPU."""
+
+    @abc.abstractmethod
+    def example_inputs(self, component: str, batch_size: int) -> tuple["torch.Tensor", ...]:
+        """Representative inputs of one component call (for export, compile and FLOP counting)."""
+
+    @abc.abstractmethod
+    def make_batch(self, batch_size: int, seed: int) -> Batch:
+        """The pipeline inputs of one batch, on CPU, fp32, fully determined by `seed`."""
+
+    @abc.abstractmethod
+    def run(self, sessions: Mapping[str, ComponentFn], batch: Batch) -> "torch.Tensor":
+        """The pipeline: produce the batch's output (on the inputs' device) using `sessions`."""
+
+    def calls_per_batch(self) -> Mapping[str, int]:
+        """How many times `run` calls each component for one batch."""
+        return {name: 1 for name in self.components()}
+
+    def fidelity_outputs(self, sessions: Mapping[str, ComponentFn], batch: Batch) -> dict[str, "torch.Tensor"]:
+        """Outputs compared against eager fp32 by the fidelity gate, by name.
+
+        The default is the pipeline output; iterative workloads add a single
+        component call, because error compounds over steps.
+        """
+        return {"output": self.run(sessions, batch)}
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The JSON-serializable configuration actually built (recorded with every result)."""
