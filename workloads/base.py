@@ -107,6 +107,14 @@ class Workload(abc.ABC):
         """
         return {"output": self.run(sessions, batch)}
 
+    def ungated_outputs(self) -> Mapping[str, str]:
+        """Fidelity outputs that are reported but do not decide validity, each with why.
+
+        For the rare output whose error measures the model's own instability
+        rather than the backend (a chaotic trajectory from random weights).
+        """
+        return {}
+
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
         """The JSON-serializable configuration actually built (recorded with every result)."""
