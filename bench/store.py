@@ -1,0 +1,322 @@
+"""The result store: an append-only table of `Record`s.
+
+The embedded default is a SQLite file (`./aigcbench.db`); a team points
+`--store` or `AIGCBENCH_STORE` at a PostgreSQL URL instead. Both go through the
+same SQLAlchemy Core code, so a report reads a laptop's file and a team server
+alike::
+
+    with Store.open() as store:                  # ./aigcbench.db, or $AIGCBENCH_STORE
+        store.append(record)
+        ok = store.records(workload="ddpm", status="ok", labels={"branch": "main"})
+
+Records are never updated or deleted: a result, once measured, is evidence.
+Each record is kept whole as JSON (`record_json`); the columns next to it copy
+the fields reports select on, so those selections use an index instead of
+parsing every document.
+
+A store refuses what it did not create. A file that is not SQLite, or a SQLite
+database holding someone else's tables, is left byte-for-byte untouched: it is
+inspected through a read-only, lock-free connection before anything that could
+write to it is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from .errors import UserError
+from .record import SCHEMA_VERSION, Record
+
+ENV_VAR = "AIGCBENCH_STORE"
+DEFAULT_PATH = "aigcbench.db"
+APPLICATION = "aigcbench"
+META_TABLE = "aigcbench_meta"
+
+# How long a writer waits for another process's transaction before giving up.
+# Sweeps run one worker process per cell, all appending to one file: waiting a
+# while is always better than losing a measured result to "database is locked".
+BUSY_TIMEOUT_S = 30
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_WRITE = "aigcbench_write"  # execution option: this transaction will write
+
+_metadata = sa.MetaData()
+
+_meta = sa.Table(
+    META_TABLE,
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+_records = sa.Table(
+    "records",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(40), index=True),
+    sa.Column("status", sa.String(16), index=True),
+    sa.Column("workload", sa.String(128), index=True),
+    sa.Column("size", sa.String(32), index=True),
+    sa.Column("backend", sa.String(64), index=True),
+    sa.Column("device", sa.String(64), index=True),
+    sa.Column("precision", sa.String(16), index=True),
+    sa.Column("scenario", sa.String(32), index=True),
+    sa.Column("batch_size", sa.Integer, index=True),
+    sa.Column("hardware_key", sa.String(128), index=True),
+    sa.Column("git_commit", sa.String(64), index=True),
+    sa.Column("labels_json", sa.Text, nullable=False),
+    sa.Column("record_json", sa.Text, nullable=False),
+)
+
+
+def resolve_store_url(value: str | None) -> str:
+    """Turn `--store` (or `$AIGCBENCH_STORE`, or the default) into a SQLAlchemy URL.
+
+    A value containing ``://`` is already a URL (``postgresql://host/db``,
+    ``sqlite:////abs/path.db``); anything else is a SQLite file path, made
+    absolute so the store does not depend on the directory a later command
+    runs in: ``runs.db`` -> ``sqlite:////current/dir/runs.db``.
+    """
+    value = value or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().absolute()}"
+
+
+class Store:
+    """An append-only collection of records in a SQL database. Build it with `Store.open`."""
+
+    def __init__(self, engine: Engine, display_url: str) -> None:
+        self._engine = engine
+        # Writes take the database lock at BEGIN (see `_take_over_sqlite_begin`).
+        self._writer = engine.execution_options(**{_WRITE: True})
+        self._url = display_url
+
+    @classmethod
+    def open(cls, value: str | None = None) -> "Store":
+        """Open (and, if it is new or empty, initialise) the store named by `value`.
+
+        `value` is resolved by `resolve_store_url`. Raises `UserError` for a
+        missing folder, for a file or database that is not an aigcbench store,
+        and for a store written by a newer aigcbench.
+        """
+        url = resolve_store_url(value)
+        try:
+            parsed = make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise UserError(f"store {url!r} is not a valid database URL: {exc}") from None
+        display = parsed.render_as_string(hide_password=True)
+        sqlite_path = _sqlite_file(parsed)
+        if sqlite_path is not None:
+            _check_sqlite_file(sqlite_path)  # before any connection that could write
+        where = str(sqlite_path) if sqlite_path is not None else display
+
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
+                _take_over_sqlite_begin(engine)
+            else:
+                engine = sa.create_engine(parsed, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise UserError(f"store {display}: {exc}") from None
+
+        store = cls(engine, display)
+        try:
+            store._initialise(where)
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise UserError(f"store {display}: {exc.orig}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """The store's URL, with any password masked: safe to print in reports and logs."""
+        return self._url
+
+    def append(self, record: Record) -> None:
+        """Add one record in its own transaction; a run_id already stored is a `UserError`."""
+        data = record.to_dict()
+        workload, backend = data["workload"], data["backend"]
+        scenario, environment = data["scenario"], data["environment"]
+        row = {
+            "run_id": data["run_id"],
+            "created_at": data["created_at"],
+            "status": data["status"],
+            "workload": workload.get("name"),
+            "size": workload.get("size"),
+            "backend": backend.get("name"),
+            "device": backend.get("device"),
+            "precision": backend.get("precision"),
+            "scenario": scenario.get("name"),
+            "batch_size": scenario.get("batch_size"),
+            "hardware_key": environment.get("hardware_key"),
+            "git_commit": data["git_commit"],
+            "labels_json": json.dumps(data["labels"], sort_keys=True),
+            "record_json": json.dumps(data, separators=(",", ":"), allow_nan=False),
+        }
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(_records.insert().values(**row))
+        except sa.exc.IntegrityError:
+            # run_id is the only unique column, so this is a duplicate.
+            raise UserError(f"run {record.run_id} is already in store {self._url}; records are never replaced") from None
+
+    def records(
+        self,
+        *,
+        workload: str | None = None,
+        backend: str | None = None,
+        status: str | None = None,
+        hardware_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Record]:
+        """Records matching every given filter, oldest first (insertion order).
+
+        `labels` matches records carrying all the given key=value pairs (and
+        possibly more), e.g. ``labels={"branch": "main"}``.
+        """
+        query = sa.select(_records.c.record_json).order_by(_records.c.id)
+        for column, wanted in (
+            (_records.c.workload, workload),
+            (_records.c.backend, backend),
+            (_records.c.status, status),
+            (_records.c.hardware_key, hardware_key),
+        ):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        with self._engine.connect() as conn:
+            documents = [json.loads(text) for text in conn.execute(query).scalars()]
+        if labels:
+            # Matched here rather than in SQL: JSON operators differ between
+            # SQLite and PostgreSQL, and the indexed columns have already narrowed the rows.
+            wanted_labels = dict(labels).items()
+            documents = [d for d in documents if wanted_labels <= d["labels"].items()]
+        return [Record.from_dict(d) for d in documents]
+
+    def count(self) -> int:
+        """How many records the store holds."""
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(_records)).scalar_one()
+
+    def close(self) -> None:
+        """Close every pooled connection (SQLite keeps the file open until then)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._url!r})"
+
+    def _initialise(self, where: str) -> None:
+        # One write transaction: when two processes open a brand-new store at
+        # once, the second waits for the first and then finds its tables.
+        with self._writer.begin() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            meta = {}
+            if META_TABLE in tables:
+                meta = {key: value for key, value in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
+            if _is_blank(where, tables, meta):
+                _metadata.create_all(conn)
+                conn.execute(
+                    _meta.insert(),
+                    [
+                        {"key": "application", "value": APPLICATION},
+                        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    ],
+                )
+
+
+def _is_blank(where: str, tables: Collection[str], meta: Mapping[str, str]) -> bool:
+    """True for an empty database (to initialise); raises unless it is an aigcbench store this version reads."""
+    if META_TABLE not in tables:
+        if tables:
+            raise UserError(f"{where} is not an aigcbench store; refusing to use it")
+        return True
+    if meta.get("application") != APPLICATION:
+        raise UserError(f"{where} is not an aigcbench store; refusing to use it")
+    version = meta.get("schema_version")
+    if version != str(SCHEMA_VERSION):
+        raise UserError(
+            f"store {where} has schema_version {version}; this aigcbench reads schema_version {SCHEMA_VERSION}"
+            " (upgrade aigcbench to use it)"
+        )
+    return False
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The file behind a SQLite URL; None for other databases, in-memory and `uri=true` URLs."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "uri" in url.query:
+        return None
+    return Path(url.database).absolute()
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse a path that must not be written to; never writes, locks or creates anything.
+
+    A missing file or a zero-byte file is fine (it becomes a new store). Anything
+    else must be a SQLite database that is empty or already an aigcbench store.
+    """
+    if not path.parent.is_dir():
+        raise UserError(f"store {path}: folder {path.parent} does not exist")
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    refusal = UserError(f"{path} is not an aigcbench store; refusing to use it")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except OSError:  # a folder, a socket, unreadable
+        raise refusal from None
+    if not header.startswith(_SQLITE_MAGIC):
+        raise refusal
+    # immutable=1: no locks, no journal, no -wal/-shm files; SQLite only reads.
+    # (A plain mode=ro connection would create -wal/-shm files next to a WAL database.)
+    try:
+        probe = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = [name for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            meta = dict(probe.execute(f"SELECT key, value FROM {META_TABLE}")) if META_TABLE in tables else {}
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError:  # corrupt, or our meta table is not what we wrote
+        raise refusal from None
+    # An immutable read ignores a WAL file, so a WAL-mode database may look empty
+    # while its tables wait in the WAL. Ours never use WAL: refuse rather than guess.
+    wal_mode = header[18:20] == b"\x02\x02"
+    if not tables and wal_mode:
+        raise refusal
+    _is_blank(str(path), tables, meta)
+
+
+def _take_over_sqlite_begin(engine: Engine) -> None:
+    """Make SQLAlchemy, not the sqlite3 module, issue BEGIN (the recipe in SQLAlchemy's SQLite docs).
+
+    Writes start with BEGIN IMMEDIATE, which takes the write lock up front and
+    so waits in SQLite's busy handler (up to `BUSY_TIMEOUT_S`). A deferred
+    transaction that reads first and then writes can instead fail at once with
+    "database is locked" when another process got there first. Reads keep a
+    plain BEGIN so they never block each other.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
