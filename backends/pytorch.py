@@ -1,0 +1,123 @@
+"""Eager PyTorch: the reference backend every other backend is compared with.
+
+Runs the module as-is under `torch.inference_mode()` on cpu, cuda or mps in
+fp32, fp16 or bf16. Nothing is compiled or exported, so cold start is moving
+and casting the weights.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..bench.errors import UserError
+from .base import Backend
+from .torch_device import check_precision, dtype_of, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"--option {key}={value}: expected true or false")
+
+
+def _parse_positive_int(key: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UserError(f"--option {key}={value}: expected an integer ≥ 1")
+    return number
+
+
+class TorchSession:
+    """A module on its device, called with inputs cast to its dtype."""
+
+    def __init__(self, module: "torch.nn.Module", device: "torch.device", dtype: "torch.dtype", info: dict[str, Any]):
+        self.module = module
+        self.device = device
+        self.dtype = dtype
+        self.info = info
+
+    def __call__(self, *inputs: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        cast = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in inputs)
+        with torch.inference_mode():
+            out = self.module(*cast)
+        return out.float()
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
+    def close(self) -> None:
+        self.module = None  # type: ignore[assignment]
+
+
+class PyTorchBackend(Backend):
+    name = "pytorch"
+    description = "eager PyTorch (torch.inference_mode), the fidelity reference"
+    precisions = ("fp32", "fp16", "bf16")
+    options = {
+        "threads": "intra-op CPU threads (torch.set_num_threads); default: torch's choice",
+        "channels_last": "true/false: NHWC memory format for conv-heavy models (default false)",
+    }
+
+    def available(self) -> str | None:
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            return f"torch is not importable ({exc}); pip install torch"
+        return None
+
+    def version(self) -> str | None:
+        try:
+            return metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            return None
+
+    def check(self, device: str, precision: str) -> None:
+        if precision not in self.precisions:
+            raise UserError(f"backend pytorch supports precisions {', '.join(self.precisions)}; got {precision!r}")
+        check_precision(resolve_device(device), precision)
+
+    def prepare(
+        self,
+        module: "torch.nn.Module",
+        example_inputs: tuple["torch.Tensor", ...],
+        precision: str,
+        device: str,
+        options: Mapping[str, str],
+    ) -> TorchSession:
+        import torch
+
+        torch_device = resolve_device(device)
+        dtype = dtype_of(precision)
+        if "threads" in options:
+            torch.set_num_threads(_parse_positive_int("threads", options["threads"]))
+        channels_last = _parse_bool("channels_last", options.get("channels_last", "false"))
+        module = module.eval().to(device=torch_device, dtype=dtype)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        info = {
+            "precision_run": precision,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "channels_last": channels_last,
+        }
+        if torch_device.type == "cuda":
+            info["cudnn_version"] = torch.backends.cudnn.version()
+            info["device_name"] = torch.cuda.get_device_name(torch_device)
+        return TorchSession(module, torch_device, dtype, info)

@@ -1,0 +1,360 @@
+"""Run one measurement cell: workload × backend × config → one immutable Record.
+
+The order matters and is the measurement protocol:
+
+1. refuse what cannot run (unknown option, missing library, absent device);
+2. build the workload from config and count its FLOPs and parameters;
+3. compute the fidelity reference (eager fp32 on CPU) *before* the backend
+   takes ownership of the modules;
+4. cold start, timed separately: prepare (export/compile/build), first call;
+5. warm-up, then the measured loop inside the probes;
+6. the fidelity gate on a fixed seeded batch;
+7. statistics derived from the raw samples, and the record.
+
+A failure in steps 4–6 becomes a `failed` record with the reason rather than
+an exception, so a sweep always gets a result for every cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+from ..backends import registry as backend_registry
+from ..backends.base import Backend, Session
+from ..workloads import registry as workload_registry
+from ..workloads.base import Batch, Workload
+from ..workloads.flops import flops_per_item, param_count
+from . import scenarios
+from .clock import Clock, perf_clock
+from .config import RunConfig
+from .device_timer import device_timer_for
+from .errors import BackendUnavailable, UserError
+from .fidelity import FIDELITY_BATCH, FIDELITY_SEED_OFFSET, gate
+from .measure import LoopResult, warm_up
+from .probes.device_memory import DeviceMemoryProbe
+from .probes.energy import EnergyProbe
+from .probes.environment import fingerprint, git_commit
+from .probes.host_memory import HostMemoryProbe
+from .record import Record
+from .stats import instability_warning, summarize
+
+if TYPE_CHECKING:
+    import torch
+
+_BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+class RunObserver(Protocol):
+    """Receives progress while a cell runs (the CLI shows it with rich)."""
+
+    def stage(self, text: str) -> None: ...
+
+    def loop(self, phase: str, count: int, elapsed_ns: int) -> None: ...
+
+
+class _Silent:
+    def stage(self, text: str) -> None:
+        pass
+
+    def loop(self, phase: str, count: int, elapsed_ns: int) -> None:
+        pass
+
+
+@dataclass
+class _Measured:
+    """What the protected phases produce; filled in as they complete."""
+
+    cold_start_s: dict[str, float]
+    warmup: dict[str, Any] | None = None
+    loop: LoopResult | None = None
+    component_ns: dict[str, list[int]] | None = None
+    probes: dict[str, Any] | None = None
+    fidelity: dict[str, Any] | None = None
+    session_info: dict[str, Any] | None = None
+
+
+class _TimedComponent:
+    """Times every call of one component inside the pipeline (per-step denoiser latency).
+
+    It synchronizes the session before reading the clock, like the loop does;
+    on a CPU backend that is free, on a GPU it costs one wait per call.
+    """
+
+    def __init__(self, session: Session, clock: Clock, sink: list[int]) -> None:
+        self._session, self._clock, self._sink = session, clock, sink
+
+    def __call__(self, *inputs: "torch.Tensor") -> "torch.Tensor":
+        start = self._clock()
+        out = self._session(*inputs)
+        self._session.synchronize()
+        self._sink.append(self._clock() - start)
+        return out
+
+
+def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObserver | None = None) -> Record:
+    """Measure one cell and return its record (status ok, invalid or failed).
+
+    Raises `UserError` / `BackendUnavailable` only for what is refused before
+    anything is measured.
+    """
+    observer = observer or _Silent()
+    backend = preflight(config)
+    observer.stage(f"building {config.workload} ({config.size})")
+    start = clock()
+    workload = workload_registry.build(
+        config.workload,
+        config.size,
+        config.seed,
+        steps=config.steps,
+        scheduler=config.scheduler,
+        weights=Path(config.weights) if config.weights else None,
+    )
+    build_s = (clock() - start) / 1e9
+    warnings = _ignored_option_warnings(workload, config)
+    workload_info = _describe_workload(workload, config)
+    observer.stage("computing the fidelity reference (eager fp32, cpu)")
+    check_batch = workload.make_batch(FIDELITY_BATCH, config.seed + FIDELITY_SEED_OFFSET)
+    reference = _eager_outputs(workload, check_batch)
+
+    measured = _Measured(cold_start_s={"build": build_s})
+    sessions: dict[str, Session] = {}
+    try:
+        _measure(workload, backend, config, clock, observer, sessions, measured, check_batch, reference)
+        status, reason = _verdict(measured.fidelity)
+        error: str | None = None
+    except Exception as exc:  # a failing backend is a result, not a crash (see module docstring)
+        status, reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        error = traceback.format_exc()
+    finally:
+        for session in sessions.values():
+            session.close()
+    return _record(config, backend, workload_info, measured, status, reason, warnings, error)
+
+
+def preflight(config: RunConfig) -> Backend:
+    """Refuse, cheaply and before anything is built or stored, what cannot run; return the backend."""
+    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+    backend = backend_registry.get(config.backend)
+    why = backend.available()
+    if why is not None:
+        raise BackendUnavailable(f"backend {config.backend} is unavailable: {why}")
+    unknown = sorted(set(config.options) - set(backend.options))
+    if unknown:
+        known = ", ".join(sorted(backend.options)) or "none"
+        raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
+    backend.check(config.device, config.precision)
+    return backend
+
+
+def _ignored_option_warnings(workload: Workload, config: RunConfig) -> list[str]:
+    if workload.iterative:
+        return []
+    ignored = [flag for flag, value in (("--steps", config.steps), ("--scheduler", config.scheduler)) if value is not None]
+    return [f"{flag} ignored: {workload.name} is not iterative" for flag in ignored]
+
+
+def _describe_workload(workload: Workload, config: RunConfig) -> dict[str, Any]:
+    params = param_count(workload)
+    return {
+        "name": workload.name,
+        "family": workload.family,
+        "size": workload.size,
+        "unit": workload.unit,
+        "params": params,
+        "param_bytes": params * _BYTES_PER_PARAM[config.precision],
+        "flops_per_item": flops_per_item(workload),
+        "calls_per_batch": dict(workload.calls_per_batch()),
+        "config": workload.config(),
+    }
+
+
+def _eager_outputs(workload: Workload, batch: Batch) -> dict[str, "torch.Tensor"]:
+    import torch
+
+    with torch.inference_mode():
+        return workload.fidelity_outputs(workload.components(), batch)
+
+
+def _measure(
+    workload: Workload,
+    backend: Backend,
+    config: RunConfig,
+    clock: Clock,
+    observer: RunObserver,
+    sessions: dict[str, Session],
+    measured: _Measured,
+    check_batch: Batch,
+    reference: Mapping[str, "torch.Tensor"],
+) -> None:
+    import torch
+
+    batch_size = config.effective_batch_size
+    observer.stage(f"preparing on {backend.name} ({config.device}, {config.precision})")
+    start = clock()
+    for name, module in workload.components().items():
+        example = workload.example_inputs(name, batch_size)
+        sessions[name] = backend.prepare(module, example, config.precision, config.device, config.options)
+    measured.cold_start_s["prepare"] = (clock() - start) / 1e9
+    measured.session_info = {name: dict(s.info) for name, s in sessions.items()}
+    device = next(iter(sessions.values())).device
+    batch = workload.make_batch(batch_size, config.seed).to(device)
+    step = _pipeline_step(workload, sessions, batch)
+
+    with torch.inference_mode():
+        observer.stage("first call")
+        start = clock()
+        step()
+        measured.cold_start_s["first_call"] = (clock() - start) / 1e9
+        measured.cold_start_s["total"] = sum(measured.cold_start_s.values())
+
+        observer.stage("warming up")
+        count, elapsed = warm_up(step, config.warmup, clock, lambda n, t: observer.loop("warm-up", n, t))
+        measured.warmup = {"iterations": count, "duration_s": elapsed / 1e9}
+
+        # Components called several times per batch are timed per call as well.
+        measured.component_ns = {n: [] for n, calls in workload.calls_per_batch().items() if calls > 1}
+        timed = {
+            name: _TimedComponent(s, clock, measured.component_ns[name]) if name in measured.component_ns else s
+            for name, s in sessions.items()
+        }
+        timed_step = _pipeline_step(workload, timed, batch, sessions.values())
+        scenario = scenarios.get(config.scenario)
+        observer.stage(f"measuring ({config.scenario})")
+        probes = [HostMemoryProbe(), DeviceMemoryProbe(config.device), EnergyProbe(config.device)]
+        with contextlib.ExitStack() as stack:
+            for probe in probes:
+                stack.enter_context(probe)
+            measured.loop = scenario.run(
+                timed_step,
+                config.stop,
+                clock,
+                device_timer=device_timer_for(device),
+                on_iteration=lambda n, t: observer.loop("measure", n, t),
+            )
+        measured.probes = {}
+        for probe in probes:
+            measured.probes.update(_probe_result(probe, measured.loop))
+
+        observer.stage("checking fidelity against eager fp32")
+        outputs = workload.fidelity_outputs(sessions, check_batch.to(device))
+        for session in sessions.values():
+            session.synchronize()
+    measured.fidelity = gate(outputs, reference, workload.tolerances[config.precision], workload.ungated_outputs())
+
+
+def _pipeline_step(
+    workload: Workload, components: Mapping[str, Any], batch: Batch, sync: Any = None
+) -> Callable[[], None]:
+    """One finished batch: the pipeline, then a wait for every session's device work."""
+    to_sync = list(sync if sync is not None else components.values())
+
+    def step() -> None:
+        workload.run(components, batch)
+        for session in to_sync:
+            session.synchronize()
+
+    return step
+
+
+def _probe_result(probe: Any, loop: LoopResult) -> dict[str, Any]:
+    if isinstance(probe, EnergyProbe):
+        return probe.result(elapsed_s=loop.wall_ns / 1e9)
+    return probe.result()
+
+
+def _verdict(fidelity: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    if fidelity is None or fidelity["passed"]:
+        return "ok", None
+    if fidelity["non_finite"]:
+        return "invalid", "fidelity: output is not finite (NaN or inf)"
+    return "invalid", (
+        f"fidelity: relative L2 error {fidelity['max_rel_error']:.3g} exceeds tolerance {fidelity['tolerance']:.3g}"
+    )
+
+
+def _seconds(values_ns: list[int] | tuple[int, ...]) -> list[float]:
+    return [v / 1e9 for v in values_ns]
+
+
+def _metrics(config: RunConfig, workload_info: Mapping[str, Any], m: _Measured) -> tuple[dict, dict, list[str]]:
+    """Derive metrics and samples from what was measured; returns (metrics, samples, warnings)."""
+    metrics: dict[str, Any] = {"cold_start_s": dict(m.cold_start_s), "warmup": m.warmup, "fidelity": m.fidelity}
+    samples: dict[str, Any] = {"latency_s": []}
+    warnings = [f"fidelity of {name!r} reported, not gated: {why}" for name, why in (m.fidelity or {}).get("ungated", {}).items()]
+    if m.loop is None:
+        return metrics, samples, warnings
+    batch_size = config.effective_batch_size
+    latency = _seconds(m.loop.latencies_ns)
+    summary = summarize(latency)
+    items = m.loop.iterations * batch_size
+    throughput = items / (m.loop.wall_ns / 1e9)
+    probes = m.probes or {}
+    energy_j = probes.get("energy_j")
+    metrics.update(
+        latency_s=summary.as_dict(),
+        throughput_items_per_s=throughput,
+        iterations=m.loop.iterations,
+        items=items,
+        loop_wall_s=m.loop.wall_ns / 1e9,
+        stop_reason=m.loop.stop_reason,
+        achieved_flops_per_s=workload_info["flops_per_item"] * throughput,
+        energy_j_per_item=energy_j / items if energy_j is not None else None,
+        **probes,
+    )
+    samples["latency_s"] = latency
+    warning = instability_warning(summary)
+    if warning:
+        warnings.append(warning)
+    if m.loop.device_latencies_ns is not None:
+        metrics["device_latency_s"] = summarize(_seconds(m.loop.device_latencies_ns)).as_dict()
+        samples["device_latency_s"] = _seconds(m.loop.device_latencies_ns)
+    if m.component_ns:
+        metrics["component_latency_s"] = {n: summarize(_seconds(v)).as_dict() for n, v in m.component_ns.items() if v}
+        samples["component_latency_s"] = {n: _seconds(v) for n, v in m.component_ns.items()}
+    return metrics, samples, warnings
+
+
+def _record(
+    config: RunConfig,
+    backend: Backend,
+    workload_info: dict[str, Any],
+    measured: _Measured,
+    status: str,
+    reason: str | None,
+    warnings: list[str],
+    error: str | None,
+) -> Record:
+    metrics, samples, metric_warnings = _metrics(config, workload_info, measured)
+    info = measured.session_info or {}
+    backend_options: dict[str, Any] = {"requested": dict(config.options)}
+    backend_options.update(next(iter(info.values()), {}) if len(info) == 1 else {"components": info})
+    return Record(
+        status=status,
+        reason=reason,
+        workload=workload_info,
+        backend={
+            "name": backend.name,
+            "version": backend.version(),
+            "device": config.device,
+            "precision": config.precision,
+            "options": backend_options,
+        },
+        scenario={
+            "name": config.scenario,
+            "batch_size": config.effective_batch_size,
+            "stop_rule": config.to_dict()["stop"],
+            "warmup_rule": config.to_dict()["warmup"],
+        },
+        environment=fingerprint(),
+        metrics=metrics,
+        samples=samples,
+        warnings=tuple(warnings + metric_warnings),
+        labels=dict(config.labels),
+        config=config.to_dict(),
+        metadata={"traceback": error} if error else {},
+        git_commit=git_commit(),
+    )

@@ -1,0 +1,32 @@
+"""A scenario is how load is offered to the system under test (MLPerf vocabulary).
+
+Scenarios produce raw samples and nothing else: statistics are derived from
+them afterwards, and the harness decides what to record.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, ClassVar
+
+from ..clock import Clock
+from ..measure import DeviceTimer, LoopResult, OnIteration
+from ..stopping import StopRule
+
+
+class Scenario(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    default_batch_size: ClassVar[int]
+
+    @abc.abstractmethod
+    def run(
+        self,
+        step: Callable[[], object],
+        rule: StopRule,
+        clock: Clock,
+        *,
+        device_timer: DeviceTimer | None = None,
+        on_iteration: OnIteration | None = None,
+    ) -> LoopResult:
+        """Drive `step` (one finished batch per call) and return the raw samples."""

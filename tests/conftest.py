@@ -1,0 +1,20 @@
+"""Shared fixtures: every test gets its own cache and store, never the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cache for the session keeps FLOP counts cached across tests, as in real use.
+    cache = tmp_path_factory.getbasetemp() / "aigcbench-cache"
+    monkeypatch.setenv("AIGCBENCH_CACHE", str(cache))
+    monkeypatch.delenv("AIGCBENCH_STORE", raising=False)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "results.db"

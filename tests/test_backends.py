@@ -1,0 +1,83 @@
+"""Backend contract: the same tests for every registered backend, no per-name cases.
+
+Each backend is checked on every workload (tiny) at every precision it
+declares: prepare a session, call it on the workload's example inputs, and
+compare with eager fp32 — the fidelity gate in miniature. A backend that is
+unavailable on this machine is skipped with its own reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aigcbench.backends import registry as backends
+from aigcbench.backends.base import PRECISIONS
+from aigcbench.bench.errors import UserError
+from aigcbench.bench.fidelity import relative_l2
+from aigcbench.workloads import registry as workloads
+
+
+def _cases():
+    for backend in backends.names():
+        for workload in workloads.names():
+            for precision in PRECISIONS:
+                yield pytest.param(backend, workload, precision, id=f"{backend}-{workload}-{precision}")
+
+
+def _usable(name: str, precision: str):
+    backend = backends.get(name)
+    reason = backend.available()
+    if reason is not None:
+        pytest.skip(f"{name} unavailable here: {reason}")
+    if precision not in backend.precisions:
+        pytest.skip(f"{name} does not declare {precision}")
+    try:
+        backend.check("cpu", precision)
+    except UserError as exc:
+        pytest.skip(f"{name} cannot run {precision} on this cpu: {exc}")
+    return backend
+
+
+class TestBackendContract:
+    @pytest.mark.parametrize(("backend_name", "workload_name", "precision"), list(_cases()))
+    def test_session_matches_eager_fp32(self, backend_name: str, workload_name: str, precision: str) -> None:
+        backend = _usable(backend_name, precision)
+        workload = workloads.build(workload_name, "tiny", seed=3, steps=2)
+        for component, module in workload.components().items():
+            inputs = workload.example_inputs(component, 2)
+            with torch.inference_mode():
+                expected = module(*inputs)
+            session = backend.prepare(module, inputs, precision, "cpu", {})
+            try:
+                with torch.inference_mode():
+                    out = session(*(t.to(session.device) for t in inputs))
+                session.synchronize()
+                assert out.dtype == torch.float32
+                assert out.device == session.device
+                assert out.shape == expected.shape
+                assert relative_l2(out, expected) <= workload.tolerances[precision]
+                assert session.info["precision_run"] == precision
+            finally:
+                session.close()
+
+    @pytest.mark.parametrize("backend_name", backends.names())
+    def test_describes_itself(self, backend_name: str) -> None:
+        described = backends.describe(backend_name)
+        assert described["name"] == backend_name
+        assert isinstance(described["available"], bool)
+        assert (described["reason"] is None) == described["available"]
+        assert set(described["precisions"]) <= set(PRECISIONS)
+
+    @pytest.mark.parametrize("backend_name", backends.names())
+    def test_refuses_an_unknown_precision(self, backend_name: str) -> None:
+        backend = backends.get(backend_name)
+        if backend.available() is not None:
+            pytest.skip(backend.available())
+        with pytest.raises(UserError, match="int3"):
+            backend.check("cpu", "int3")
+
+
+def test_unknown_backend_lists_the_valid_names() -> None:
+    with pytest.raises(UserError, match="choose from: .*pytorch"):
+        backends.get("nope")
