@@ -1,0 +1,112 @@
+"""`aigcbench run`: measure one workload on one backend and store the record."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import UserError
+from .app import app, user_errors
+
+
+@app.command("run")
+def run_command(
+    workload: str = typer.Option(..., "--workload", "-w", help="Workload name (see `aigcbench list workloads`)."),
+    backend: str = typer.Option(..., "--backend", "-b", help="Backend name (see `aigcbench list backends`)."),
+    size: str = typer.Option("base", help="Model size: tiny, base (the reference paper config) or large."),
+    device: str = typer.Option("cpu", help="Device: cpu, cuda, cuda:N, mps (backend dependent)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
+    batch_size: Optional[int] = typer.Option(None, help="Items per call [default: 1 for latency, 8 for throughput]."),
+    scenario: str = typer.Option("latency", help="latency (single stream) or throughput (offline)."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps of iterative workloads [default: 50]."),
+    scheduler: Optional[str] = typer.Option(None, help="Scheduler of diffusion workloads: ddpm or ddim [default: ddpm]."),
+    seed: int = typer.Option(0, help="Seed of weights and inputs."),
+    weights: Optional[Path] = typer.Option(None, help="Load weights from this local folder instead of random init."),
+    duration: float = typer.Option(5.0, help="Minimum measured time in seconds (both this and --min-iterations)."),
+    min_iterations: int = typer.Option(10, help="Minimum measured calls."),
+    max_iterations: int = typer.Option(100_000, help="Hard cap on measured calls."),
+    max_duration: float = typer.Option(600.0, help="Hard cap on measured seconds."),
+    target_rel_iqr: Optional[float] = typer.Option(
+        None, help="Adaptive stop: end early once IQR/median ≤ this (after --min-iterations)."
+    ),
+    warmup: int = typer.Option(2, help="Minimum warm-up calls before measuring."),
+    warmup_duration: float = typer.Option(1.0, help="Minimum warm-up seconds."),
+    option: List[str] = typer.Option([], "--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
+    label: List[str] = typer.Option([], "--label", "-l", help="Label KEY=VALUE stored with the record (repeatable)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the record to this JSON file."),
+    store: Optional[str] = typer.Option(
+        None, help="Store: a SQLite path or a SQLAlchemy URL [default: $AIGCBENCH_STORE or ./aigcbench.db]."
+    ),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not store the record."),
+) -> None:
+    """Measure WORKLOAD on BACKEND; print a result table, store the record, optionally write JSON.
+
+    Exit 0 when the record is ok, 1 when it is invalid (fidelity) or failed,
+    2 on bad input, 3 when the backend or device is unavailable here.
+    """
+    with user_errors():
+        from rich.console import Console
+
+        from ...reports.table import result_table, result_notes
+        from ..config import RunConfig, parse_pairs
+        from ..record import write_json
+        from ..runner import preflight, run_cell
+        from ..stopping import StopRule, WarmupRule
+        from ..store import Store
+        from .progress import RichObserver
+
+        config = RunConfig(
+            workload=workload,
+            backend=backend,
+            size=size,
+            device=device,
+            precision=precision,
+            scenario=scenario,
+            batch_size=batch_size,
+            steps=steps,
+            scheduler=scheduler,
+            seed=seed,
+            weights=str(weights) if weights else None,
+            stop=StopRule(
+                min_duration_s=duration,
+                min_iterations=min_iterations,
+                max_iterations=max_iterations,
+                max_duration_s=max_duration,
+                target_rel_iqr=target_rel_iqr,
+            ),
+            warmup=WarmupRule(iterations=warmup, duration_s=warmup_duration),
+            options=parse_pairs(option, "--option"),
+            labels=parse_pairs(label, "--label"),
+        )
+        if json_path is not None and not json_path.parent.is_dir():
+            raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        preflight(config)
+        # Open the store before measuring: a bad store must not cost a measurement.
+        opened = None if no_store else Store.open(store)
+        try:
+            with RichObserver() as observer:
+                record = run_cell(config, observer=observer)
+            if opened is not None:
+                opened.append(record)
+        finally:
+            if opened is not None:
+                opened.close()
+        if json_path is not None:
+            write_json(record, json_path)
+
+        # Logs and CI capture stdout without a terminal: give the table room there.
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        console.print(result_table([record]))
+        for line in result_notes(record):
+            console.print(line)
+        if opened is not None:
+            console.print(f"stored in {opened.url} (run {record.run_id[:12]})")
+        if json_path is not None:
+            console.print(f"record written to {json_path}")
+        if record.status == "failed" and record.metadata.get("traceback"):
+            typer.echo(record.metadata["traceback"], err=True)
+    if record.status != "ok":
+        raise typer.Exit(1)

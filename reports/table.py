@@ -1,0 +1,97 @@
+"""The result table printed after `aigcbench run` (and, later, by reports).
+
+Pure functions from records to rich renderables; the record is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from rich import box
+from rich.table import Table
+
+from ..bench.record import Record
+from . import units
+
+
+def _latency(record: Record, key: str) -> str:
+    return units.seconds((record.metrics.get("latency_s") or {}).get(key))
+
+
+def _fidelity(metrics: Mapping[str, Any]) -> str:
+    fidelity = metrics.get("fidelity")
+    if not fidelity:
+        return "—"
+    error = fidelity.get("max_rel_error")
+    shown = "non-finite" if error is None else ("0" if error == 0 else f"{error:.1e}")
+    return f"{'pass' if fidelity['passed'] else 'FAIL'} {shown}"
+
+
+def result_table(records: Iterable[Record]) -> Table:
+    """One row per record: the distribution, the claimable bound, throughput, memory, cold start."""
+    table = Table(title="aigcbench results", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, justify in (
+        ("workload", "left"),
+        ("backend", "left"),
+        ("batch", "right"),
+        ("p50", "right"),
+        ("p90", "right"),
+        ("p99", "right"),
+        ("p90 ES¹", "right"),
+        ("throughput", "right"),
+        ("peak mem", "right"),
+        ("cold start", "right"),
+        ("fidelity", "left"),
+        ("status", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for r in records:
+        m = r.metrics
+        table.add_row(
+            f"{r.workload['name']} {r.workload['size']}",
+            f"{r.backend['name']} {r.backend['device']} {r.backend['precision']}",
+            str(r.scenario["batch_size"]),
+            _latency(r, "p50"),
+            _latency(r, "p90"),
+            _latency(r, "p99"),
+            _latency(r, "early_stopping_p90"),
+            units.rate(m.get("throughput_items_per_s"), r.workload["unit"]),
+            units.bytes_(m.get("peak_host_memory_bytes")),
+            units.seconds((m.get("cold_start_s") or {}).get("total")),
+            _fidelity(m),
+            r.status if r.status == "ok" else f"[bold red]{r.status}[/]",
+        )
+    return table
+
+
+def result_notes(record: Record) -> list[str]:
+    """Lines under the table: what the numbers mean for this record, and its warnings."""
+    m = record.metrics
+    notes: list[str] = []
+    latency = m.get("latency_s") or {}
+    if latency:
+        bound = (
+            "¹ p90 ES: MLPerf's early-stopping bound, the p90 latency claimable at 99 % confidence "
+            f"from {latency['n']} samples"
+        )
+        if latency.get("early_stopping_p90") is None:
+            bound += " (needs ≥ 64 samples; raise --min-iterations or --duration)"
+        notes.append(bound)
+        notes.append(
+            f"latency is per call of {record.scenario['batch_size']} {record.workload['unit']}(s); "
+            f"{m['iterations']} calls in {m['loop_wall_s']:.2f} s, stopped by {m['stop_reason']}"
+        )
+    for name, stats in (m.get("component_latency_s") or {}).items():
+        notes.append(f"{name}: p50 {units.seconds(stats['p50'])} per call ({stats['n']} calls)")
+    achieved = m.get("achieved_flops_per_s")
+    if achieved and record.workload.get("flops_per_item"):
+        notes.append(
+            f"{units.count(record.workload['flops_per_item'])}FLOP per {record.workload['unit']}, "
+            f"achieved {units.count(achieved)}FLOP/s"
+        )
+    if m.get("energy_source"):
+        notes.append(f"energy: {m['energy_source']}")
+    if record.reason:
+        notes.append(f"[bold red]{record.status}[/]: {record.reason}")
+    notes.extend(f"[yellow]warning[/]: {w}" for w in record.warnings)
+    return notes
