@@ -9,13 +9,13 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed
-DEMO_ARGS ?= --workload ddpm --backend pytorch --size base --steps 10 --duration 5 --min-iterations 3
+DEMO_ARGS ?= --workload ddpm --backend pytorch --size base --steps 10 --duration 10 --json aigcbench-demo.json
 
 .PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip "setuptools>=77" wheel
 	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
