@@ -34,7 +34,7 @@ from torch import nn
 
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .weights import load_diffusers_model, model_folder, weights_sha256
+from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
 
 COMPONENT = "denoiser"
 DEFAULT_STEPS = 50
@@ -185,7 +185,7 @@ class DDPM(Workload):
         self.denoiser = Denoiser(unet).eval()
         self.scheduler_class = SCHEDULER_CLASSES[sampler.scheduler]
         self.scheduler_config = dict(self.scheduler_class(**NOISE_SCHEDULE).config)
-        self.unet_config = {k: list(v) if isinstance(v, tuple) else v for k, v in unet.config.items() if not k.startswith("_")}
+        self.unet_config = public_config(unet)
 
     def components(self) -> Mapping[str, nn.Module]:
         return {COMPONENT: self.denoiser}

@@ -29,7 +29,7 @@ from diffusers import AutoencoderKL
 from torch import nn
 
 from .base import Batch, ComponentFn, Workload
-from .weights import load_diffusers_model, model_folder, weights_sha256
+from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
 
 COMPONENT = "decoder"
 
@@ -100,11 +100,6 @@ def build_random_vae(model_config: Mapping[str, Any], seed: int) -> AutoencoderK
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderKL(**model_config)
-
-
-def public_config(vae: AutoencoderKL) -> dict[str, Any]:
-    """The model config as JSON-friendly data, without diffusers' private bookkeeping keys."""
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in vae.config.items() if not key.startswith("_")}
 
 
 class VAEDecoder(Workload):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -60,6 +60,11 @@ def model_folder(folder: Path, subfolder: str) -> Path:
     """
     nested = require_folder(folder) / subfolder
     return nested if nested.is_dir() else Path(folder)
+
+
+def public_config(model: Any) -> dict[str, Any]:
+    """A diffusers model's config as JSON-friendly data (tuples as lists), without its private `_` keys."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items() if not k.startswith("_")}
 
 
 def load_diffusers_model(model_class: type[ModelT], folder: Path) -> ModelT:
