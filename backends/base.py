@@ -14,12 +14,33 @@ missing library becomes a reason string instead of an ImportError.
 from __future__ import annotations
 
 import abc
+from importlib import metadata
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 if TYPE_CHECKING:
     import torch
 
+    from .onnx_export import OnnxGraph
+
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# What `prepare` receives: the torch module itself, or the cached ONNX export of it
+# (made and timed by the harness, so every ONNX backend runs the same graph).
+INPUT_FORMATS: tuple[str, ...] = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """How the prepared session will be used, for backends that configure themselves by it.
+
+    `scenario` lets a runtime pick its latency or throughput configuration (as
+    OpenVINO's performance hints do); `identity` names the component uniquely
+    (workload, size, config digest, component) for engine and compile caches.
+    """
+
+    scenario: str = "latency"
+    batch_size: int = 1
+    identity: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Session(Protocol):
@@ -50,6 +71,9 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
+    input_format: ClassVar[str] = "torch"
+    # The `pip install` extra that brings the runtime, named in "not installed" reasons.
+    extra: ClassVar[str | None] = None
     # Known `--option KEY=VALUE` names and what each does; anything else is refused.
     options: ClassVar[Mapping[str, str]] = {}
 
@@ -57,9 +81,17 @@ class Backend(abc.ABC):
     def available(self) -> str | None:
         """None when the backend can run on this machine, else why not (one line)."""
 
-    @abc.abstractmethod
+    # Distributions that may provide the runtime (a CPU and a GPU build, say), in order.
+    distributions: ClassVar[tuple[str, ...]] = ()
+
     def version(self) -> str | None:
         """The runtime library's version, or None when it is not installed."""
+        for distribution in self.distributions:
+            try:
+                return metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
 
     @abc.abstractmethod
     def check(self, device: str, precision: str) -> None:
@@ -69,17 +101,27 @@ class Backend(abc.ABC):
         and `BackendUnavailable` for one this machine lacks (no such device).
         """
 
+    def check_options(self, options: Mapping[str, str]) -> None:
+        """Refuse a bad `--option` value with a one-line `UserError`, before anything is built.
+
+        Names are already checked against `options` by the harness; backends
+        with options override this to parse their values.
+        """
+
     @abc.abstractmethod
     def prepare(
         self,
-        module: "torch.nn.Module",
+        model: "torch.nn.Module | OnnxGraph",
         example_inputs: tuple["torch.Tensor", ...],
         precision: str,
         device: str,
         options: Mapping[str, str],
+        context: PrepareContext,
     ) -> Session:
-        """Turn `module` into a session (export, compile, engine build).
+        """Turn `model` into a session (compile, engine build, load).
 
-        The backend may take ownership of `module` (move or cast it in place):
-        the harness does not use it afterwards.
+        `model` is a torch module for `input_format = "torch"` backends and the
+        exported `OnnxGraph` for `"onnx"` ones. The backend may take ownership
+        of a module (move or cast it in place): the harness does not use it
+        afterwards. `example_inputs` carry the batch size the session will see.
         """

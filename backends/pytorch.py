@@ -7,34 +7,15 @@ and casting the weights.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..bench.errors import UserError
-from .base import Backend
+from .base import Backend, PrepareContext
+from .options import boolean, positive_int
 from .torch_device import check_precision, dtype_of, resolve_device
 
 if TYPE_CHECKING:
     import torch
-
-
-def _parse_bool(key: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"--option {key}={value}: expected true or false")
-
-
-def _parse_positive_int(key: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise UserError(f"--option {key}={value}: expected an integer ≥ 1")
-    return number
 
 
 class TorchSession:
@@ -70,6 +51,7 @@ class PyTorchBackend(Backend):
     name = "pytorch"
     description = "eager PyTorch (torch.inference_mode), the fidelity reference"
     precisions = ("fp32", "fp16", "bf16")
+    distributions = ("torch",)
     options = {
         "threads": "intra-op CPU threads (torch.set_num_threads); default: torch's choice",
         "channels_last": "true/false: NHWC memory format for conv-heavy models (default false)",
@@ -82,11 +64,11 @@ class PyTorchBackend(Backend):
             return f"torch is not importable ({exc}); pip install torch"
         return None
 
-    def version(self) -> str | None:
-        try:
-            return metadata.version("torch")
-        except metadata.PackageNotFoundError:
-            return None
+
+    def check_options(self, options: Mapping[str, str]) -> None:
+        if "threads" in options:
+            positive_int(options, "threads")
+        boolean(options, "channels_last")
 
     def check(self, device: str, precision: str) -> None:
         if precision not in self.precisions:
@@ -100,14 +82,15 @@ class PyTorchBackend(Backend):
         precision: str,
         device: str,
         options: Mapping[str, str],
+        context: PrepareContext,
     ) -> TorchSession:
         import torch
 
         torch_device = resolve_device(device)
         dtype = dtype_of(precision)
         if "threads" in options:
-            torch.set_num_threads(_parse_positive_int("threads", options["threads"]))
-        channels_last = _parse_bool("channels_last", options.get("channels_last", "false"))
+            torch.set_num_threads(positive_int(options, "threads"))
+        channels_last = boolean(options, "channels_last")
         module = module.eval().to(device=torch_device, dtype=dtype)
         if channels_last:
             module = module.to(memory_format=torch.channels_last)

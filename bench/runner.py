@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from ..backends import registry as backend_registry
-from ..backends.base import Backend, Session
+from ..backends import onnx_export
+from ..backends.base import Backend, PrepareContext, Session
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
 from ..workloads.flops import flops_per_item, param_count
@@ -75,6 +76,7 @@ class _Measured:
     probes: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
     session_info: dict[str, Any] | None = None
+    exports: dict[str, Any] | None = None
 
 
 class _TimedComponent:
@@ -117,7 +119,9 @@ def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObser
     warnings = _ignored_option_warnings(workload, config)
     workload_info = _describe_workload(workload, config)
     observer.stage("computing the fidelity reference (eager fp32, cpu)")
-    check_batch = workload.make_batch(FIDELITY_BATCH, config.seed + FIDELITY_SEED_OFFSET)
+    # No larger than the measured batch, so a backend built for that shape can run it as is.
+    check_size = min(FIDELITY_BATCH, config.effective_batch_size)
+    check_batch = workload.make_batch(check_size, config.seed + FIDELITY_SEED_OFFSET)
     reference = _eager_outputs(workload, check_batch)
 
     measured = _Measured(cold_start_s={"build": build_s})
@@ -146,6 +150,9 @@ def preflight(config: RunConfig) -> Backend:
     if unknown:
         known = ", ".join(sorted(backend.options)) or "none"
         raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
+    backend.check_options(config.options)
+    if backend.input_format == "onnx":
+        onnx_export.check_exporter(config.options)
     backend.check(config.device, config.precision)
     return backend
 
@@ -193,12 +200,7 @@ def _measure(
     import torch
 
     batch_size = config.effective_batch_size
-    observer.stage(f"preparing on {backend.name} ({config.device}, {config.precision})")
-    start = clock()
-    for name, module in workload.components().items():
-        example = workload.example_inputs(name, batch_size)
-        sessions[name] = backend.prepare(module, example, config.precision, config.device, config.options)
-    measured.cold_start_s["prepare"] = (clock() - start) / 1e9
+    _prepare_sessions(workload, backend, config, clock, observer, sessions, measured)
     measured.session_info = {name: dict(s.info) for name, s in sessions.items()}
     device = next(iter(sessions.values())).device
     batch = workload.make_batch(batch_size, config.seed).to(device)
@@ -244,6 +246,40 @@ def _measure(
         for session in sessions.values():
             session.synchronize()
     measured.fidelity = gate(outputs, reference, workload.tolerances[config.precision], workload.ungated_outputs())
+
+
+def _prepare_sessions(
+    workload: Workload,
+    backend: Backend,
+    config: RunConfig,
+    clock: Clock,
+    observer: RunObserver,
+    sessions: dict[str, Session],
+    measured: _Measured,
+) -> None:
+    """Cold start, timed by part: ONNX export (for graph backends), then the backend's prepare."""
+    batch_size = config.effective_batch_size
+    exports: dict[str, Any] = {}
+    for name, module in workload.components().items():
+        model: Any = module
+        if backend.input_format == "onnx":
+            observer.stage(f"exporting {name} to ONNX")
+            start = clock()
+            # A batch of 2 keeps the exporter from specialising the batch dimension to a constant.
+            model = onnx_export.export(
+                module, workload.example_inputs(name, 2), workload.identity(name),
+                exporter=onnx_export.check_exporter(config.options),
+            )
+            measured.cold_start_s["export"] = measured.cold_start_s.get("export", 0.0) + (clock() - start) / 1e9
+            exports[name] = model.describe()
+        observer.stage(f"preparing {name} on {backend.name} ({config.device}, {config.precision})")
+        context = PrepareContext(scenario=config.scenario, batch_size=batch_size, identity=workload.identity(name))
+        start = clock()
+        sessions[name] = backend.prepare(
+            model, workload.example_inputs(name, batch_size), config.precision, config.device, config.options, context
+        )
+        measured.cold_start_s["prepare"] = measured.cold_start_s.get("prepare", 0.0) + (clock() - start) / 1e9
+    measured.exports = exports or None
 
 
 def _pipeline_step(
@@ -330,8 +366,14 @@ def _record(
 ) -> Record:
     metrics, samples, metric_warnings = _metrics(config, workload_info, measured)
     info = measured.session_info or {}
+    ran = sorted({i.get("precision_run") for i in info.values()} - {config.precision})
+    if ran:
+        warnings = warnings + [f"asked for {config.precision}, the backend reports it ran {', '.join(map(str, ran))}"]
     backend_options: dict[str, Any] = {"requested": dict(config.options)}
     backend_options.update(next(iter(info.values()), {}) if len(info) == 1 else {"components": info})
+    if measured.exports:
+        exports = measured.exports
+        backend_options["export"] = next(iter(exports.values())) if len(exports) == 1 else exports
     return Record(
         status=status,
         reason=reason,

@@ -64,6 +64,7 @@ class FakeBackend(Backend):
         pass
 
     def prepare(
-        self, module: torch.nn.Module, example_inputs: tuple, precision: str, device: str, options: Mapping[str, str]
+        self, module: torch.nn.Module, example_inputs: tuple, precision: str, device: str, options: Mapping[str, str],
+        context: Any,
     ) -> FakeSession:
         return FakeSession(module, type(self))

@@ -3,7 +3,9 @@
 Each backend is checked on every workload (tiny) at every precision it
 declares: prepare a session, call it on the workload's example inputs, and
 compare with eager fp32 — the fidelity gate in miniature. A backend that is
-unavailable on this machine is skipped with its own reason.
+unavailable on this machine is skipped with its own reason. fp32 runs by
+default; the reduced precisions are `slow` (compiling backends pay a cold
+compile per precision, minutes on 2 cores) and run with `pytest -m slow`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import pytest
 import torch
 
 from aigcbench.backends import registry as backends
-from aigcbench.backends.base import PRECISIONS
+from aigcbench.backends import onnx_export
+from aigcbench.backends.base import PRECISIONS, PrepareContext
 from aigcbench.bench.errors import UserError
 from aigcbench.bench.fidelity import relative_l2
 from aigcbench.workloads import registry as workloads
@@ -22,7 +25,8 @@ def _cases():
     for backend in backends.names():
         for workload in workloads.names():
             for precision in PRECISIONS:
-                yield pytest.param(backend, workload, precision, id=f"{backend}-{workload}-{precision}")
+                marks = () if precision == "fp32" else (pytest.mark.slow,)
+                yield pytest.param(backend, workload, precision, id=f"{backend}-{workload}-{precision}", marks=marks)
 
 
 def _usable(name: str, precision: str):
@@ -48,7 +52,10 @@ class TestBackendContract:
             inputs = workload.example_inputs(component, 2)
             with torch.inference_mode():
                 expected = module(*inputs)
-            session = backend.prepare(module, inputs, precision, "cpu", {})
+            graph = module
+            if backend.input_format == "onnx":
+                graph = onnx_export.export(module, workload.example_inputs(component, 2), workload.identity(component))
+            session = backend.prepare(graph, inputs, precision, "cpu", {}, PrepareContext(batch_size=2))
             try:
                 with torch.inference_mode():
                     out = session(*(t.to(session.device) for t in inputs))

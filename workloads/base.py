@@ -14,6 +14,8 @@ deployment.
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
@@ -106,6 +108,17 @@ class Workload(abc.ABC):
         component call, because error compounds over steps.
         """
         return {"output": self.run(sessions, batch)}
+
+    def identity(self, component: str) -> dict[str, Any]:
+        """What makes one component's module unique, for export and engine caches.
+
+        The config includes the seed (or the weights' digest), so two
+        workloads with different weights never share a cached graph; the
+        sampling loop (steps, scheduler) does not change the module and is left out.
+        """
+        config = {k: v for k, v in self.config().items() if k not in ("steps", "scheduler")}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        return {"workload": self.name, "size": self.size, "component": component, "config_sha256": digest}
 
     def ungated_outputs(self) -> Mapping[str, str]:
         """Fidelity outputs that are reported but do not decide validity, each with why.
