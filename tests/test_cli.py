@@ -146,6 +146,11 @@ def test_steps_on_a_non_iterative_workload_is_a_recorded_warning(tmp_path: Path)
         (["-w", "dcgan", "-b", "pytorch", "--scenario", "burst"], "--scenario 'burst'"),
         (["-w", "dcgan", "-b", "pytorch", "--label", "novalue"], "--label 'novalue'"),
         (["-w", "dcgan", "-b", "pytorch", "--option", "bogus=1", "--size", "tiny"], "has no option 'bogus'"),
+        (["-w", "dcgan", "-b", "pytorch", "--option", "threads=zero"], "--option threads=zero: expected an integer"),
+        (["-w", "dcgan", "-b", "onnxruntime", "--option", "exporter=jit"], "--option exporter=jit: choose from dynamo"),
+        (["-w", "dcgan", "-b", "openvino", "--option", "hint=fastest"], "--option hint=fastest: choose from"),
+        (["-w", "dcgan", "-b", "torch-compile", "--option", "mode=fast"], "--option mode=fast: choose from"),
+        (["-w", "dcgan", "-b", "openvino", "--precision", "int8"], "--precision 'int8'"),
         (["-w", "ddpm", "-b", "pytorch", "--scheduler", "euler", "--size", "tiny"], "euler"),
     ],
 )
