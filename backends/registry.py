@@ -16,6 +16,10 @@ ENTRY_POINT_GROUP = "aigcbench.backends"
 
 BUILTIN: dict[str, str] = {
     "pytorch": "aigcbench.backends.pytorch:PyTorchBackend",
+    "tensorrt": "aigcbench.backends.tensorrt:TensorRTBackend",
+    "torch-compile": "aigcbench.backends.torch_compile:TorchCompileBackend",
+    "onnxruntime": "aigcbench.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "aigcbench.backends.openvino:OpenVinoBackend",
 }
 
 
