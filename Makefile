@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # TORCH_INDEX at https://download.pytorch.org/whl/cpu to get the CPU wheel.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev
+EXTRAS ?= dev,onnx,openvino
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?= --workload ddpm --backend pytorch --size base --steps 10 --duration 10 --json aigcbench-demo.json
 
