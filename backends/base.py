@@ -18,6 +18,8 @@ from importlib import metadata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
+from ..bench.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -93,9 +95,19 @@ class Backend(abc.ABC):
                 continue
         return None
 
-    @abc.abstractmethod
     def check(self, device: str, precision: str) -> None:
         """Refuse a device/precision this backend cannot run here.
+
+        A precision the backend does not declare is refused here, for every
+        backend alike; the rest is `check_device`.
+        """
+        if precision not in self.precisions:
+            raise UserError(f"backend {self.name} supports precisions {', '.join(self.precisions)}; got {precision!r}")
+        self.check_device(device, precision)
+
+    @abc.abstractmethod
+    def check_device(self, device: str, precision: str) -> None:
+        """Refuse a device, or a declared precision on it, that cannot run here.
 
         Raise `UserError` for a combination the backend does not support at all
         and `BackendUnavailable` for one this machine lacks (no such device).

@@ -127,7 +127,6 @@ class OnnxRuntimeBackend(Backend):
             return f"onnxruntime is not installed ({INSTALL})"
         return None
 
-
     def check_options(self, options: Mapping[str, str]) -> None:
         choice(options, "provider", tuple(PROVIDERS), "cpu")
         choice(options, "graph_optimization_level", tuple(OPTIMIZATION_LEVELS), "all")
@@ -136,11 +135,9 @@ class OnnxRuntimeBackend(Backend):
             if key in options:
                 positive_int(options, key)
 
-    def check(self, device: str, precision: str) -> None:
+    def check_device(self, device: str, precision: str) -> None:
         import onnxruntime as ort
 
-        if precision not in self.precisions:
-            raise UserError(f"backend onnxruntime supports precisions {', '.join(self.precisions)}; got {precision!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise UserError(f"backend onnxruntime runs on cpu or cuda[:N]; got --device {device}")
         if device.startswith("cuda"):

@@ -176,18 +176,15 @@ class OpenVinoBackend(Backend):
             return f"openvino is not installed ({INSTALL})"
         return None
 
-
     def check_options(self, options: Mapping[str, str]) -> None:
         choice(options, "hint", tuple(HINTS), "latency")
         for key in ("streams", "threads", "infer_requests"):
             if key in options:
                 positive_int(options, key)
 
-    def check(self, device: str, precision: str) -> None:
+    def check_device(self, device: str, precision: str) -> None:
         import openvino as ov
 
-        if precision not in self.precisions:
-            raise UserError(f"backend openvino supports precisions {', '.join(self.precisions)}; got {precision!r}")
         name = ov_device(device)
         core = ov.Core()
         present = core.available_devices

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..bench.errors import UserError
 from .base import Backend, PrepareContext
 from .options import boolean, positive_int
 from .torch_device import check_precision, dtype_of, resolve_device
@@ -64,15 +63,12 @@ class PyTorchBackend(Backend):
             return f"torch is not importable ({exc}); pip install torch"
         return None
 
-
     def check_options(self, options: Mapping[str, str]) -> None:
         if "threads" in options:
             positive_int(options, "threads")
         boolean(options, "channels_last")
 
-    def check(self, device: str, precision: str) -> None:
-        if precision not in self.precisions:
-            raise UserError(f"backend pytorch supports precisions {', '.join(self.precisions)}; got {precision!r}")
+    def check_device(self, device: str, precision: str) -> None:
         check_precision(resolve_device(device), precision)
 
     def prepare(

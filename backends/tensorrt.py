@@ -361,9 +361,7 @@ class TensorRTBackend(Backend):
     def check_options(self, options: Mapping[str, str]) -> None:
         EngineSettings.parse(options)
 
-    def check(self, device: str, precision: str) -> None:
-        if precision not in self.precisions:
-            raise UserError(f"backend tensorrt supports precisions {', '.join(self.precisions)}; got {precision!r}")
+    def check_device(self, device: str, precision: str) -> None:
         check_precision(_cuda_device(device), precision)
         import tensorrt as trt
 

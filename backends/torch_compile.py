@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..bench.cache import cache_dir
-from ..bench.errors import UserError
 from .base import Backend, PrepareContext
 from .options import boolean, choice, positive_int
 from .pytorch import TorchSession
@@ -155,14 +154,10 @@ class TorchCompileBackend(Backend):
             return f"no C++ compiler ({' or '.join(compilers) or 'g++'}) for inductor's CPU code"
         return None
 
-
     def check_options(self, options: Mapping[str, str]) -> None:
         CompileSettings.parse(options)
 
-    def check(self, device: str, precision: str) -> None:
-        if precision not in self.precisions:
-            supported = ", ".join(self.precisions)
-            raise UserError(f"backend torch-compile supports precisions {supported}; got {precision!r}")
+    def check_device(self, device: str, precision: str) -> None:
         check_precision(resolve_device(device), precision)
 
     def prepare(

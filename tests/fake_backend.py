@@ -60,7 +60,7 @@ class FakeBackend(Backend):
     def version(self) -> str | None:
         return "0.0-test"
 
-    def check(self, device: str, precision: str) -> None:
+    def check_device(self, device: str, precision: str) -> None:
         pass
 
     def prepare(
