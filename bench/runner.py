@@ -262,18 +262,19 @@ def _prepare_sessions(
     exports: dict[str, Any] = {}
     for name, module in workload.components().items():
         model: Any = module
+        identity = workload.identity(name)
         if backend.input_format == "onnx":
             observer.stage(f"exporting {name} to ONNX")
             start = clock()
             # A batch of 2 keeps the exporter from specialising the batch dimension to a constant.
             model = onnx_export.export(
-                module, workload.example_inputs(name, 2), workload.identity(name),
+                module, workload.example_inputs(name, 2), identity,
                 exporter=onnx_export.check_exporter(config.options),
             )
             measured.cold_start_s["export"] = measured.cold_start_s.get("export", 0.0) + (clock() - start) / 1e9
             exports[name] = model.describe()
         observer.stage(f"preparing {name} on {backend.name} ({config.device}, {config.precision})")
-        context = PrepareContext(scenario=config.scenario, batch_size=batch_size, identity=workload.identity(name))
+        context = PrepareContext(scenario=config.scenario, batch_size=batch_size, identity=identity)
         start = clock()
         sessions[name] = backend.prepare(
             model, workload.example_inputs(name, batch_size), config.precision, config.device, config.options, context
@@ -365,6 +366,7 @@ def _record(
     error: str | None,
 ) -> Record:
     metrics, samples, metric_warnings = _metrics(config, workload_info, measured)
+    config_dict = config.to_dict()
     info = measured.session_info or {}
     ran = sorted({i.get("precision_run") for i in info.values()} - {config.precision})
     if ran:
@@ -388,15 +390,15 @@ def _record(
         scenario={
             "name": config.scenario,
             "batch_size": config.effective_batch_size,
-            "stop_rule": config.to_dict()["stop"],
-            "warmup_rule": config.to_dict()["warmup"],
+            "stop_rule": config_dict["stop"],
+            "warmup_rule": config_dict["warmup"],
         },
         environment=fingerprint(),
         metrics=metrics,
         samples=samples,
         warnings=tuple(warnings + metric_warnings),
         labels=dict(config.labels),
-        config=config.to_dict(),
+        config=config_dict,
         metadata={"traceback": error} if error else {},
         git_commit=git_commit(),
     )

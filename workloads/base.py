@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Mapping
 
 if TYPE_CHECKING:
     import torch
@@ -116,9 +116,13 @@ class Workload(abc.ABC):
         workloads with different weights never share a cached graph; the
         sampling loop (steps, scheduler) does not change the module and is left out.
         """
-        config = {k: v for k, v in self.config().items() if k not in ("steps", "scheduler")}
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        digest = self.config_digest(ignore=("steps", "scheduler"))
         return {"workload": self.name, "size": self.size, "component": component, "config_sha256": digest}
+
+    def config_digest(self, ignore: Collection[str] = ()) -> str:
+        """sha256 of `config()` without the `ignore`d keys: the key of every per-config cache."""
+        config = {k: v for k, v in self.config().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
     def ungated_outputs(self) -> Mapping[str, str]:
         """Fidelity outputs that are reported but do not decide validity, each with why.

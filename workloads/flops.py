@@ -10,7 +10,6 @@ because counting a 256 px UNet takes seconds and the number never changes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -82,8 +81,7 @@ def meta_like(tensor: torch.Tensor) -> torch.Tensor:
 
 def cache_key(workload: Workload, component: str) -> str:
     """What determines one call's FLOPs: the workload's architecture, the component, torch's counting rules."""
-    config = {k: v for k, v in workload.config().items() if k not in CALL_INDEPENDENT_KEYS}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = workload.config_digest(ignore=CALL_INDEPENDENT_KEYS)[:16]
     return f"{workload.name}/{workload.size}/{digest}/{component}/torch-{torch.__version__}"
 
 
