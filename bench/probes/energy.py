@@ -1,6 +1,6 @@
 """Energy over exactly the measured region, in joules, with its source and scope named.
 
-Two hardware counters are read, chosen by the device the work runs on:
+The source is chosen by the device the work runs on, best first:
 
 * CUDA devices — NVML's total-energy counter of the GPU the device maps to
   (`nvmlDeviceGetTotalEnergyConsumption`, millijoules since the driver loaded,
@@ -8,6 +8,21 @@ Two hardware counters are read, chosen by the device the work runs on:
   whole board (GPU, HBM, VRMs), not the server at the wall. The counter updates
   every few tens of milliseconds, so regions shorter than about a second read
   coarsely.
+* CUDA devices whose counter cannot be read (pre-Volta GPUs, some vGPU/MIG
+  setups) — NVML's board power (`nvmlDeviceGetPowerUsage`, milliwatts) sampled
+  every `power_poll_interval_s` (0.05 s) on a background thread and integrated
+  with the trapezoid rule. Source `"nvml-power-sampling"`, same `"gpu-board"`
+  scope. This is an estimate built from a reading that is itself smoothed: on
+  Ampere (except GA100) and newer GPUs NVML documents the value as the average
+  over the last second (older GPUs report an instantaneous value), so the
+  integral describes a window shifted about half a second earlier than the
+  region. The error is roughly half a second times the difference between the
+  power just before the region and at its end: near zero after a warm-up at
+  the same load, a few percent of a ten-second loop that starts from idle, and
+  large for a region under a second or two. Polling faster than the sensor
+  updates only repeats values, costing one NVML call per interval, hence
+  50 ms rather than 1 ms. The number of samples is reported (`energy_samples`,
+  `energy_sample_interval_s`) so a reader can judge the figure.
 * Everything else — Linux RAPL through powercap
   (`/sys/class/powercap/intel-rapl:N/energy_uj`, one zone per CPU package;
   AMD Zen exposes the same interface), summed over packages. Source `"rapl"`,
@@ -16,18 +31,23 @@ Two hardware counters are read, chosen by the device the work runs on:
   readings is undone, and a background thread re-reads them every
   `rapl_poll_interval_s` so that a long region cannot hide a second wrap.
 
-When neither can be read the values are None and `energy_source` says
+When nothing can be read the values are None and `energy_source` says
 `"unavailable: <what was tried and why it failed>"` — a missing counter is
-never replaced by an estimate (DESIGN.md, Probe).
+never replaced by a guess (DESIGN.md, Probe).
 
 Elapsed time. Mean power needs the region's duration, and the harness owns the
-clock (DESIGN.md principle 2), so the probe never times anything itself: the
-harness passes the duration it measured to `result(elapsed_s=...)`. Called
-without it, `result()` still reports the energy and leaves `mean_power_w` None.
-This keeps the probe's `result()` compatible with the plain Probe protocol.
+clock (DESIGN.md principle 2), so `mean_power_w` is always energy divided by
+the duration the harness passes to `result(elapsed_s=...)` — the same window
+as the timed loop, so J/item and watts describe the loop the latencies come
+from. Called without it, `result()` still reports the energy and leaves
+`mean_power_w` None, which keeps `result()` compatible with the plain Probe
+protocol. The power sampler does read a clock (`clock=`, perf_counter_ns by
+default) but only to space its own samples in time; that clock never times the
+region.
 
-The NVML module and the powercap root are constructor arguments so tests can
-substitute a fake NVML object and a fake sysfs tree.
+The NVML module, the powercap root and the sampler's clock are constructor
+arguments so tests can substitute a fake NVML object, a fake sysfs tree and a
+fake clock.
 """
 
 from __future__ import annotations
@@ -40,10 +60,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..clock import Clock, perf_clock
 from .base import unavailable
+from .nvml import NvmlCallError, NvmlGpu, cuda_index, is_cuda, nvml_handle, open_gpu
+
+__all__ = [
+    "EnergyProbe", "MeterError", "NvmlMeter", "NvmlPowerMeter", "RaplDomain", "RaplMeter",
+    "cuda_index", "nvml_handle", "rapl_package_domains", "start_nvml_meter", "wrapped_delta_uj",
+]
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 NVML_SOURCE = "nvml-energy-counter"
+NVML_POWER_SOURCE = "nvml-power-sampling"
 RAPL_SOURCE = "rapl"
 GPU_BOARD = "gpu-board"
 CPU_PACKAGE = "cpu-package"
@@ -61,6 +89,9 @@ class _Meter(Protocol):
 
     def stop(self) -> float:
         """Joules since `start()`."""
+
+    def details(self) -> dict[str, Any]:
+        """Extra result keys describing how the figure was obtained (may be empty)."""
 
     def close(self) -> None: ...
 
@@ -83,31 +114,32 @@ class EnergyProbe:
         powercap_root: Path = POWERCAP_ROOT,
         nvml: Any | None = None,
         rapl_poll_interval_s: float = 1.0,
+        power_poll_interval_s: float = 0.05,
+        clock: Clock = perf_clock,
     ) -> None:
+        if power_poll_interval_s <= 0:
+            raise ValueError(f"power_poll_interval_s must be > 0, got {power_poll_interval_s!r}")
         self.device = device
         self.powercap_root = Path(powercap_root)
         self.nvml = nvml
         self.rapl_poll_interval_s = rapl_poll_interval_s
+        self.power_poll_interval_s = power_poll_interval_s
+        self.clock = clock
         self._meter: _Meter | None = None
         self._energy_j: float | None = None
         self._reason: str | None = None
         self._source = ""
         self._scope = ""
+        self._details: dict[str, Any] = {}
         self._done = False
 
     def __enter__(self) -> "EnergyProbe":
-        self._energy_j, self._reason, self._done = None, None, False
-        meter = self._open_meter()
+        self._energy_j, self._reason, self._details, self._done = None, None, {}, False
+        meter = self._start_meter()
         if isinstance(meter, str):
             self._reason = meter
-            return self
-        try:
-            meter.start()
-        except MeterError as err:
-            meter.close()
-            self._reason = unavailable(str(err))
-            return self
-        self._meter = meter
+        else:
+            self._meter = meter
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,6 +150,7 @@ class EnergyProbe:
         try:
             self._energy_j = meter.stop()
             self._source, self._scope = meter.source, meter.scope
+            self._details = meter.details()
         except MeterError as err:
             self._reason = unavailable(str(err))
         finally:
@@ -127,7 +160,8 @@ class EnergyProbe:
         """Energy in joules, its source and scope, and mean power over `elapsed_s`.
 
         `elapsed_s` is the region's duration as the harness's clock measured it;
-        without it `mean_power_w` is None.
+        without it `mean_power_w` is None. The power sampler adds
+        `energy_samples` and `energy_sample_interval_s`.
         """
         if not self._done:
             raise RuntimeError("EnergyProbe.result() is valid only after the region ends")
@@ -141,16 +175,25 @@ class EnergyProbe:
             "energy_source": self._source,
             "mean_power_w": power,
             "energy_scope": self._scope,
+            **self._details,
         }
 
-    def _open_meter(self) -> _Meter | str:
-        """The counter for this device, or the `unavailable: ...` reason there is none."""
-        if self.device.split(":", 1)[0] == "cuda":
-            return open_nvml_meter(self.device, self.nvml)
+    def _start_meter(self) -> _Meter | str:
+        """The started meter for this device, or the `unavailable: ...` reason there is none."""
+        if is_cuda(self.device):
+            return start_nvml_meter(
+                self.device, self.nvml, power_poll_interval_s=self.power_poll_interval_s, clock=self.clock
+            )
         domains = rapl_package_domains(self.powercap_root)
         if isinstance(domains, str):
             return unavailable(f"{domains} and not a CUDA device")
-        return RaplMeter(domains, self.rapl_poll_interval_s)
+        meter = RaplMeter(domains, self.rapl_poll_interval_s)
+        try:
+            meter.start()
+        except MeterError as err:
+            meter.close()
+            return unavailable(str(err))
+        return meter
 
 
 # --------------------------------------------------------------------------- RAPL
@@ -235,6 +278,9 @@ class RaplMeter:
         self.poll()
         return self._total_uj / 1e6
 
+    def details(self) -> dict[str, Any]:
+        return {}
+
     def close(self) -> None:
         self._stop.set()
 
@@ -281,16 +327,44 @@ def _read_int(path: Path) -> int:
 
 # --------------------------------------------------------------------------- NVML
 
+def start_nvml_meter(
+    device: str,
+    nvml: Any | None = None,
+    *,
+    power_poll_interval_s: float = 0.05,
+    clock: Clock = perf_clock,
+) -> _Meter | str:
+    """A started meter for the GPU behind `device`, or the `unavailable: ...` reason.
+
+    The energy counter is preferred; when it cannot be read (pre-Volta GPUs,
+    some vGPU and MIG configurations) the board's power is sampled instead.
+    Only when both fail is energy unavailable, and the reason names both.
+    """
+    gpu = open_gpu(device, nvml)
+    if isinstance(gpu, str):
+        return unavailable(gpu)
+    counter = NvmlMeter(gpu)
+    try:
+        counter.start()
+        return counter
+    except MeterError as counter_error:
+        sampler = NvmlPowerMeter(gpu, power_poll_interval_s, clock)
+        try:
+            sampler.start()
+            return sampler
+        except MeterError as power_error:
+            gpu.close()
+            return unavailable(f"{counter_error}, and {power_error}")
+
+
 class NvmlMeter:
     """Increment of one GPU's NVML total-energy counter (mJ) since `start()`."""
 
     source = NVML_SOURCE
     scope = GPU_BOARD
 
-    def __init__(self, nvml: Any, handle: Any) -> None:
-        self.nvml = nvml
-        self.handle = handle
-        self._error_type = _nvml_error_type(nvml)
+    def __init__(self, gpu: NvmlGpu) -> None:
+        self.gpu = gpu
         self._start_mj = 0
 
     def start(self) -> None:
@@ -299,87 +373,102 @@ class NvmlMeter:
     def stop(self) -> float:
         return (self._read_mj() - self._start_mj) / 1000.0
 
+    def details(self) -> dict[str, Any]:
+        return {}
+
     def close(self) -> None:
-        try:
-            self.nvml.nvmlShutdown()
-        except self._error_type:
-            pass  # shutting down a library that already failed has nothing left to report
+        self.gpu.close()
 
     def _read_mj(self) -> int:
         try:
-            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except self._error_type as err:
-            raise MeterError(f"NVML total-energy counter not readable ({err}); it needs a Volta or newer GPU") from None
+            return int(self.gpu.call("nvmlDeviceGetTotalEnergyConsumption"))
+        except NvmlCallError as err:
+            raise MeterError(f"NVML total-energy counter not readable ({err}; it needs a Volta or newer GPU)") from None
 
 
-def open_nvml_meter(device: str, nvml: Any | None = None) -> NvmlMeter | str:
-    """An initialised meter for the GPU behind `device` ("cuda", "cuda:N"), or why not."""
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return unavailable("no NVML library (pip install nvidia-ml-py)")
-    error_type = _nvml_error_type(nvml)
-    try:
-        nvml.nvmlInit()
-    except error_type as err:
-        return unavailable(f"NVML init failed: {err}")
-    try:
-        handle = nvml_handle(nvml, cuda_index(device))
-    except (error_type, ValueError, IndexError) as err:
-        nvml.nvmlShutdown()
-        return unavailable(f"no NVML GPU for {device}: {err}")
-    return NvmlMeter(nvml, handle)
+class NvmlPowerMeter:
+    """Energy as the time integral of NVML's board power, sampled on a background thread.
 
+    Samples are `(clock ns, milliwatts)`; the first is taken in `start()`, the
+    last in `stop()`, and between them one every `poll_interval_s`. Consecutive
+    samples are joined by straight lines (trapezoid rule), which is exact for
+    power that changes linearly between samples; otherwise each interval errs
+    by at most the power's swing within it times its length, and a spike
+    shorter than an interval can be missed entirely.
 
-def cuda_index(device: str) -> int | None:
-    """The N of "cuda:N"; None for plain "cuda" (the current device)."""
-    _, sep, index = device.partition(":")
-    if not sep:
-        return None
-    if not index.isdigit():
-        raise ValueError(f"bad CUDA device {device!r}, expected cuda or cuda:N")
-    return int(index)
-
-
-def nvml_handle(nvml: Any, index: int | None) -> Any:
-    """The NVML handle of CUDA device `index`.
-
-    CUDA and NVML number GPUs differently (CUDA orders fastest first and
-    renumbers what CUDA_VISIBLE_DEVICES exposes; NVML uses PCI order), so the
-    GPU is matched by UUID through torch when torch can see CUDA. Otherwise the
-    CUDA_VISIBLE_DEVICES entry is used, which is exact for UUID entries and for
-    indices under CUDA_DEVICE_ORDER=PCI_BUS_ID.
+    The sum is kept in integer milliwatt-nanoseconds (doubled, so the halving of
+    the trapezoid never rounds) and converted once, so a long run accumulates
+    no floating-point drift.
     """
-    uuid = _torch_cuda_uuid(index)
-    if uuid is not None:
-        return nvml.nvmlDeviceGetHandleByUUID(uuid)
-    ordinal = index or 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible:
-        entry = visible.split(",")[ordinal].strip()
-        if entry.startswith(("GPU-", "MIG-")):
-            return nvml.nvmlDeviceGetHandleByUUID(entry)
-        ordinal = int(entry)
-    return nvml.nvmlDeviceGetHandleByIndex(ordinal)
 
+    source = NVML_POWER_SOURCE
+    scope = GPU_BOARD
 
-def _torch_cuda_uuid(index: int | None) -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    props = torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index)
-    uuid = str(getattr(props, "uuid", "") or "")
-    if not uuid:
-        return None
-    # torch prints the bare UUID; NVML expects the "GPU-" prefix.
-    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    def __init__(self, gpu: NvmlGpu, poll_interval_s: float = 0.05, clock: Clock = perf_clock) -> None:
+        if poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
+        self.gpu = gpu
+        self.poll_interval_s = poll_interval_s
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: tuple[int, int] = (0, 0)
+        self._twice_mw_ns = 0
+        self._samples = 0
+        self._error: MeterError | None = None
 
+    def start(self) -> None:
+        self._twice_mw_ns, self._samples, self._error = 0, 0, None
+        self._last = self._read()
+        self._samples = 1
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="aigcbench-nvml-power", daemon=True)
+        self._thread.start()
 
-def _nvml_error_type(nvml: Any) -> type[Exception]:
-    # pynvml raises NVMLError subclasses; a test's fake may raise anything.
-    error = getattr(nvml, "NVMLError", None)
-    return error if isinstance(error, type) and issubclass(error, Exception) else Exception
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.sample()
+        return self._twice_mw_ns / 2e12  # mW·ns -> J is 1e-3 * 1e-9
+
+    def details(self) -> dict[str, Any]:
+        """How the figure was made: a reader can judge a 3-sample integral differently from a 3000-sample one."""
+        return {"energy_samples": self._samples, "energy_sample_interval_s": self.poll_interval_s}
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.gpu.close()
+
+    def _run(self) -> None:
+        # Event.wait sleeps in the kernel between samples and returns the moment
+        # stop() sets the event, so the thread costs one NVML call per interval.
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                self.sample()
+            except MeterError as err:
+                # A gap in the samples would be bridged by a straight line nobody
+                # measured; better to report the energy as unavailable.
+                self._error = err
+                return
+
+    def sample(self) -> None:
+        """Read the power now and add the trapezoid since the previous sample (the thread calls this)."""
+        # Called by the sampler thread, then once by stop() after join(): never concurrently.
+        now_ns, power_mw = self._read()
+        last_ns, last_mw = self._last
+        self._twice_mw_ns += (last_mw + power_mw) * (now_ns - last_ns)
+        self._last = (now_ns, power_mw)
+        self._samples += 1
+
+    def _read(self) -> tuple[int, int]:
+        try:
+            power_mw = int(self.gpu.call("nvmlDeviceGetPowerUsage"))
+        except NvmlCallError as err:
+            raise MeterError(f"NVML power reading failed ({err})") from None
+        # The timestamp follows the reading: the value is the power as of the call's return.
+        return self.clock(), power_mw
