@@ -78,6 +78,9 @@ class Backend(abc.ABC):
     extra: ClassVar[str | None] = None
     # Known `--option KEY=VALUE` names and what each does; anything else is refused.
     options: ClassVar[Mapping[str, str]] = {}
+    # False for a backend whose outputs are not the model's (the null backend):
+    # the fidelity gate is then skipped, and the record says why.
+    computes_model: ClassVar[bool] = True
 
     @abc.abstractmethod
     def available(self) -> str | None:

@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "torch-compile": "aigcbench.backends.torch_compile:TorchCompileBackend",
     "onnxruntime": "aigcbench.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "aigcbench.backends.openvino:OpenVinoBackend",
+    "null": "aigcbench.backends.null:NullBackend",
 }
 
 

@@ -51,7 +51,8 @@ class TestBackendContract:
         for component, module in workload.components().items():
             inputs = workload.example_inputs(component, 2)
             with torch.inference_mode():
-                expected = module(*inputs)
+                # A backend that does not compute the model (null) must return its first input.
+                expected = module(*inputs) if backend.computes_model else inputs[0]
             graph = module
             if backend.input_format == "onnx":
                 graph = onnx_export.export(module, workload.example_inputs(component, 2), workload.identity(component))
@@ -63,7 +64,7 @@ class TestBackendContract:
                 assert out.dtype == torch.float32
                 assert out.device == session.device
                 assert out.shape == expected.shape
-                assert relative_l2(out, expected) <= workload.tolerances[precision]
+                assert relative_l2(out, expected) <= (workload.tolerances[precision] if backend.computes_model else 0)
                 assert session.info["precision_run"] == precision
             finally:
                 session.close()
