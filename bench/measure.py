@@ -9,7 +9,7 @@ after the loop so the loop itself never waits on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from .clock import Clock
 from .stopping import StopRule, WarmupRule
@@ -30,10 +30,23 @@ OnIteration = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class LoopResult:
+    """Raw samples of one scenario run.
+
+    A closed loop has one latency per batch and leaves `items` None (the
+    harness knows the batch size). An open loop (server) has one latency per
+    query and says how many items completed, how many it processed in total
+    (every trial of a rate search, for energy per item) and whether the run
+    meets its own validity rule (`invalid_reason`).
+    """
+
     latencies_ns: tuple[int, ...]
     wall_ns: int  # from the loop's start to the end of its last call
     stop_reason: str
     device_latencies_ns: tuple[int, ...] | None = None
+    items: int | None = None
+    total_items: int | None = None
+    details: Mapping[str, Any] | None = None
+    invalid_reason: str | None = None
 
     @property
     def iterations(self) -> int:

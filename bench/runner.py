@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
@@ -39,6 +39,7 @@ from .measure import LoopResult, warm_up
 from .probes.device_memory import DeviceMemoryProbe
 from .probes.energy import EnergyProbe
 from .probes.environment import fingerprint, git_commit
+from .probes.gpu_state import GpuStateProbe
 from .probes.host_memory import HostMemoryProbe
 from .record import Record
 from .stats import instability_warning, summarize
@@ -77,6 +78,8 @@ class _Measured:
     fidelity: dict[str, Any] | None = None
     session_info: dict[str, Any] | None = None
     exports: dict[str, Any] | None = None
+    probe_window_ns: int = 0
+    probe_warnings: list[str] = field(default_factory=list)
 
 
 class _TimedComponent:
@@ -118,17 +121,19 @@ def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObser
     build_s = (clock() - start) / 1e9
     warnings = _ignored_option_warnings(workload, config)
     workload_info = _describe_workload(workload, config)
-    observer.stage("computing the fidelity reference (eager fp32, cpu)")
     # No larger than the measured batch, so a backend built for that shape can run it as is.
     check_size = min(FIDELITY_BATCH, config.effective_batch_size)
     check_batch = workload.make_batch(check_size, config.seed + FIDELITY_SEED_OFFSET)
-    reference = _eager_outputs(workload, check_batch)
+    reference = None
+    if backend.computes_model:
+        observer.stage("computing the fidelity reference (eager fp32, cpu)")
+        reference = _eager_outputs(workload, check_batch)
 
     measured = _Measured(cold_start_s={"build": build_s})
     sessions: dict[str, Session] = {}
     try:
         _measure(workload, backend, config, clock, observer, sessions, measured, check_batch, reference)
-        status, reason = _verdict(measured.fidelity)
+        status, reason = _verdict(measured.fidelity, measured.loop)
         error: str | None = None
     except Exception as exc:  # a failing backend is a result, not a crash (see module docstring)
         status, reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -137,6 +142,48 @@ def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObser
         for session in sessions.values():
             session.close()
     return _record(config, backend, workload_info, measured, status, reason, warnings, error)
+
+
+def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) -> Record:
+    """A `failed` record for a cell whose worker never returned one (crash, hang, kill).
+
+    It carries what is known without running anything: the config, the
+    environment, and the workload and backend as named, so the cell is stored,
+    reported and skipped on resume like any other.
+    """
+    backend = backend_registry.get(config.backend)
+    config_dict = config.to_dict()
+    return Record(
+        status="failed",
+        reason=reason,
+        workload={
+            "name": config.workload,
+            "size": config.size,
+            "unit": workload_registry.get(config.workload).unit,
+            "params": None,
+            "flops_per_item": None,
+        },
+        backend={
+            "name": backend.name,
+            "version": backend.version(),
+            "device": config.device,
+            "precision": config.precision,
+            "options": {"requested": dict(config.options)},
+        },
+        scenario={
+            "name": config.scenario,
+            "batch_size": config.effective_batch_size,
+            "stop_rule": config_dict["stop"],
+            "warmup_rule": config_dict["warmup"],
+        },
+        environment=fingerprint(),
+        metrics={},
+        samples={"latency_s": []},
+        labels=dict(config.labels),
+        config=config_dict,
+        metadata=dict(metadata),
+        git_commit=git_commit(),
+    )
 
 
 def preflight(config: RunConfig) -> Backend:
@@ -195,7 +242,7 @@ def _measure(
     sessions: dict[str, Session],
     measured: _Measured,
     check_batch: Batch,
-    reference: Mapping[str, "torch.Tensor"],
+    reference: Mapping[str, "torch.Tensor"] | None,
 ) -> None:
     import torch
 
@@ -224,12 +271,15 @@ def _measure(
             for name, s in sessions.items()
         }
         timed_step = _pipeline_step(workload, timed, batch, sessions.values())
-        scenario = scenarios.get(config.scenario)
+        scenario = scenarios.SCENARIOS[config.scenario].from_config(config, note=observer.stage)
         observer.stage(f"measuring ({config.scenario})")
-        probes = [HostMemoryProbe(), DeviceMemoryProbe(config.device), EnergyProbe(config.device)]
+        gpu_state = GpuStateProbe(config.device)
+        probes = [HostMemoryProbe(), DeviceMemoryProbe(config.device), EnergyProbe(config.device), gpu_state]
         with contextlib.ExitStack() as stack:
             for probe in probes:
                 stack.enter_context(probe)
+            # The probes' window, timed by the harness: energy and mean power cover exactly this.
+            region_start = clock()
             measured.loop = scenario.run(
                 timed_step,
                 config.stop,
@@ -237,10 +287,15 @@ def _measure(
                 device_timer=device_timer_for(device),
                 on_iteration=lambda n, t: observer.loop("measure", n, t),
             )
+            measured.probe_window_ns = clock() - region_start
         measured.probes = {}
         for probe in probes:
-            measured.probes.update(_probe_result(probe, measured.loop))
+            measured.probes.update(_probe_result(probe, measured.probe_window_ns / 1e9))
+        measured.probe_warnings = gpu_state.warnings()
 
+        if reference is None:
+            measured.fidelity = {"passed": None, "skipped": f"backend {backend.name} does not compute the model"}
+            return
         observer.stage("checking fidelity against eager fp32")
         outputs = workload.fidelity_outputs(sessions, check_batch.to(device))
         for session in sessions.values():
@@ -297,20 +352,25 @@ def _pipeline_step(
     return step
 
 
-def _probe_result(probe: Any, loop: LoopResult) -> dict[str, Any]:
+def _probe_result(probe: Any, window_s: float) -> dict[str, Any]:
     if isinstance(probe, EnergyProbe):
-        return probe.result(elapsed_s=loop.wall_ns / 1e9)
+        return probe.result(elapsed_s=window_s)
     return probe.result()
 
 
-def _verdict(fidelity: Mapping[str, Any] | None) -> tuple[str, str | None]:
-    if fidelity is None or fidelity["passed"]:
-        return "ok", None
+def _verdict(fidelity: Mapping[str, Any] | None, loop: LoopResult | None) -> tuple[str, str | None]:
+    """Fidelity first (wrong images disqualify), then the scenario's own validity rule (server SLO)."""
+    if fidelity is not None and fidelity["passed"] is False:
+        return "invalid", _fidelity_reason(fidelity)
+    if loop is not None and loop.invalid_reason:
+        return "invalid", loop.invalid_reason
+    return "ok", None
+
+
+def _fidelity_reason(fidelity: Mapping[str, Any]) -> str:
     if fidelity["non_finite"]:
-        return "invalid", "fidelity: output is not finite (NaN or inf)"
-    return "invalid", (
-        f"fidelity: relative L2 error {fidelity['max_rel_error']:.3g} exceeds tolerance {fidelity['tolerance']:.3g}"
-    )
+        return "fidelity: output is not finite (NaN or inf)"
+    return f"fidelity: relative L2 error {fidelity['max_rel_error']:.3g} exceeds tolerance {fidelity['tolerance']:.3g}"
 
 
 def _seconds(values_ns: list[int] | tuple[int, ...]) -> list[float]:
@@ -327,10 +387,12 @@ def _metrics(config: RunConfig, workload_info: Mapping[str, Any], m: _Measured) 
     batch_size = config.effective_batch_size
     latency = _seconds(m.loop.latencies_ns)
     summary = summarize(latency)
-    items = m.loop.iterations * batch_size
+    items = m.loop.items if m.loop.items is not None else m.loop.iterations * batch_size
     throughput = items / (m.loop.wall_ns / 1e9)
     probes = m.probes or {}
     energy_j = probes.get("energy_j")
+    # Energy covers the probes' whole window (every trial of a server search).
+    probed_items = m.loop.total_items if m.loop.total_items is not None else items
     metrics.update(
         latency_s=summary.as_dict(),
         throughput_items_per_s=throughput,
@@ -339,13 +401,21 @@ def _metrics(config: RunConfig, workload_info: Mapping[str, Any], m: _Measured) 
         loop_wall_s=m.loop.wall_ns / 1e9,
         stop_reason=m.loop.stop_reason,
         achieved_flops_per_s=workload_info["flops_per_item"] * throughput,
-        energy_j_per_item=energy_j / items if energy_j is not None else None,
+        energy_j_per_item=energy_j / probed_items if energy_j is not None and probed_items else None,
+        energy_window_s=m.probe_window_ns / 1e9,
+        energy_window_items=probed_items,
         **probes,
     )
+    if m.loop.details is not None:
+        details = dict(m.loop.details)
+        metrics[config.scenario] = details
+        if "capacity_items_per_s" in details:
+            metrics["capacity_items_per_s"] = details["capacity_items_per_s"]
     samples["latency_s"] = latency
     warning = instability_warning(summary)
     if warning:
         warnings.append(warning)
+    warnings.extend(m.probe_warnings)
     if m.loop.device_latencies_ns is not None:
         metrics["device_latency_s"] = summarize(_seconds(m.loop.device_latencies_ns)).as_dict()
         samples["device_latency_s"] = _seconds(m.loop.device_latencies_ns)

@@ -22,6 +22,8 @@ def _fidelity(metrics: Mapping[str, Any]) -> str:
     fidelity = metrics.get("fidelity")
     if not fidelity:
         return "—"
+    if fidelity.get("passed") is None:
+        return "skipped"
     error = fidelity.get("max_rel_error")
     shown = "non-finite" if error is None else ("0" if error == 0 else f"{error:.1e}")
     return f"{'pass' if fidelity['passed'] else 'FAIL'} {shown}"
@@ -77,10 +79,13 @@ def result_notes(record: Record) -> list[str]:
         if latency.get("early_stopping_p90") is None:
             bound += " (needs ≥ 64 samples; raise --min-iterations or --duration)"
         notes.append(bound)
-        notes.append(
-            f"latency is per call of {record.scenario['batch_size']} {record.workload['unit']}(s); "
-            f"{m['iterations']} calls in {m['loop_wall_s']:.2f} s, stopped by {m['stop_reason']}"
-        )
+        if "server" in m:
+            notes.extend(_server_notes(record))
+        else:
+            notes.append(
+                f"latency is per call of {record.scenario['batch_size']} {record.workload['unit']}(s); "
+                f"{m['iterations']} calls in {m['loop_wall_s']:.2f} s, stopped by {m['stop_reason']}"
+            )
     for name, stats in (m.get("component_latency_s") or {}).items():
         notes.append(f"{name}: p50 {units.seconds(stats['p50'])} per call ({stats['n']} calls)")
     achieved = m.get("achieved_flops_per_s")
@@ -89,9 +94,41 @@ def result_notes(record: Record) -> list[str]:
             f"{units.count(record.workload['flops_per_item'])}FLOP per {record.workload['unit']}, "
             f"achieved {units.count(achieved)}FLOP/s"
         )
-    if m.get("energy_source"):
+    if m.get("energy_j_per_item") is not None:
+        notes.append(
+            f"energy: {m['energy_j_per_item']:.3g} J/{record.workload['unit']}, mean {m['mean_power_w']:.0f} W "
+            f"({m['energy_source']}, {m.get('energy_scope')}) over {m['energy_window_s']:.1f} s"
+        )
+    elif m.get("energy_source"):
         notes.append(f"energy: {m['energy_source']}")
+    fidelity = m.get("fidelity") or {}
+    if fidelity.get("skipped"):
+        notes.append(f"fidelity skipped: {fidelity['skipped']}")
     if record.reason:
         notes.append(f"[bold red]{record.status}[/]: {record.reason}")
     notes.extend(f"[yellow]warning[/]: {w}" for w in record.warnings)
+    return notes
+
+
+def _server_notes(record: Record) -> list[str]:
+    """What a server run offered and, for a rate search, the capacity it found."""
+    server = record.metrics["server"]
+    unit = record.workload["unit"]
+    slo = f", SLO p99 {units.seconds(server['slo_p99_s'])}" if server.get("slo_p99_s") is not None else ""
+    notes = [
+        f"server: Poisson arrivals at {server['rate_qps']:.4g} queries/s, max batch {server['max_batch']} "
+        f"(padded), max wait {units.seconds(server['max_wait_s'])}{slo}; latency from arrival, "
+        f"{server['queries']} queries, p99 ES {units.seconds(server.get('p99_bound_s'))}"
+    ]
+    search = server.get("search")
+    if search is not None:
+        capacity = server.get("capacity_items_per_s")
+        if capacity is not None:
+            notes.append(
+                f"capacity: {capacity:.4g} {unit}/s at p99 {units.seconds(server['capacity_p99_s'])} "
+                f"(ES bound {units.seconds(server['capacity_p99_bound_s'])}, {server['capacity_samples']} queries); "
+                f"{len(search['trials'])} trials, {search['result']}"
+            )
+        else:
+            notes.append(f"capacity: none found; {search['result']}")
     return notes

@@ -17,6 +17,10 @@ class FakeClock:
     def advance(self, ns: int) -> None:
         self.now += ns
 
+    def sleep_until(self, deadline_ns: int) -> None:
+        """What the server scenario calls to wait for the next arrival: time jumps there."""
+        self.now = max(self.now, int(deadline_ns))
+
 
 class ServiceTimes:
     """A step whose every call 'takes' the next service time on the fake clock."""

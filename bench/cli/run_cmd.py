@@ -20,7 +20,9 @@ def run_command(
     device: str = typer.Option("cpu", help="Device: cpu, cuda, cuda:N, mps (backend dependent)."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
     batch_size: Optional[int] = typer.Option(None, help="Items per call [default: 1 for latency, 8 for throughput]."),
-    scenario: str = typer.Option("latency", help="latency (single stream) or throughput (offline)."),
+    scenario: str = typer.Option(
+        "latency", help="latency (single stream), throughput (offline) or server (Poisson arrivals)."
+    ),
     steps: Optional[int] = typer.Option(None, help="Denoising steps of iterative workloads [default: 50]."),
     scheduler: Optional[str] = typer.Option(None, help="Scheduler of diffusion workloads: ddpm or ddim [default: ddpm]."),
     seed: int = typer.Option(0, help="Seed of weights and inputs."),
@@ -34,6 +36,21 @@ def run_command(
     ),
     warmup: int = typer.Option(2, help="Minimum warm-up calls before measuring."),
     warmup_duration: float = typer.Option(1.0, help="Minimum warm-up seconds."),
+    rate: Optional[str] = typer.Option(None, help="Server: offered load in queries/s (200, 200/s, 20000/h)."),
+    max_batch: Optional[int] = typer.Option(None, help="Server: largest batch the dynamic batcher forms [default: 1]."),
+    max_wait: Optional[str] = typer.Option(
+        None, help="Server: longest a query waits for its batch to fill (5ms) [default: 0]."
+    ),
+    slo_p99: Optional[str] = typer.Option(None, help="Server: p99 latency objective (50ms, 2s); the run is valid if met."),
+    find_max_rate: bool = typer.Option(
+        False, "--find-max-rate", help="Server: search the highest rate whose p99 meets --slo-p99 (the capacity)."
+    ),
+    timeout: Optional[float] = typer.Option(
+        None, help="Kill the worker after this many seconds and record the cell as failed [default: none]."
+    ),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Measure in this process instead of a worker (for debuggers and profilers)."
+    ),
     option: List[str] = typer.Option([], "--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
     label: List[str] = typer.Option([], "--label", "-l", help="Label KEY=VALUE stored with the record (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the record to this JSON file."),
@@ -43,6 +60,10 @@ def run_command(
     no_store: bool = typer.Option(False, "--no-store", help="Do not store the record."),
 ) -> None:
     """Measure WORKLOAD on BACKEND; print a result table, store the record, optionally write JSON.
+
+    The measurement runs in its own worker process (a crash or a --timeout
+    becomes a failed record). With --scenario server, --rate offers Poisson
+    load; --slo-p99 with --find-max-rate searches the capacity instead.
 
     Exit 0 when the record is ok, 1 when it is invalid (fidelity) or failed,
     2 on bad input, 3 when the backend or device is unavailable here.
@@ -54,33 +75,23 @@ def run_command(
         from ..config import RunConfig, parse_pairs
         from ..record import write_json
         from ..runner import preflight, run_cell
-        from ..stopping import StopRule, WarmupRule
+        from ..isolation import run_isolated
         from ..store import Store
         from .progress import RichObserver
 
-        config = RunConfig(
-            workload=workload,
-            backend=backend,
-            size=size,
-            device=device,
-            precision=precision,
-            scenario=scenario,
-            batch_size=batch_size,
-            steps=steps,
-            scheduler=scheduler,
-            seed=seed,
-            weights=str(weights) if weights else None,
-            stop=StopRule(
-                min_duration_s=duration,
-                min_iterations=min_iterations,
-                max_iterations=max_iterations,
-                max_duration_s=max_duration,
-                target_rel_iqr=target_rel_iqr,
-            ),
-            warmup=WarmupRule(iterations=warmup, duration_s=warmup_duration),
-            options=parse_pairs(option, "--option"),
-            labels=parse_pairs(label, "--label"),
-        )
+        values = {
+            "workload": workload, "backend": backend, "size": size, "device": device, "precision": precision,
+            "scenario": scenario, "batch_size": batch_size, "steps": steps, "scheduler": scheduler, "seed": seed,
+            "weights": str(weights) if weights else None, "duration": duration, "min_iterations": min_iterations,
+            "max_iterations": max_iterations, "max_duration": max_duration, "target_rel_iqr": target_rel_iqr,
+            "warmup": warmup, "warmup_duration": warmup_duration,
+            "options": parse_pairs(option, "--option"), "labels": parse_pairs(label, "--label"),
+            "rate": rate, "max_batch": max_batch, "max_wait": max_wait, "slo_p99": slo_p99,
+            "find_max_rate": find_max_rate,
+        }
+        config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
+        if timeout is not None and not timeout > 0:
+            raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
         if json_path is not None and not json_path.parent.is_dir():
             raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
         preflight(config)
@@ -88,7 +99,10 @@ def run_command(
         opened = None if no_store else Store.open(store)
         try:
             with RichObserver() as observer:
-                record = run_cell(config, observer=observer)
+                if in_process:
+                    record = run_cell(config, observer=observer)
+                else:
+                    record = run_isolated(config, timeout_s=timeout, observer=observer)
             if opened is not None:
                 opened.append(record)
         finally:

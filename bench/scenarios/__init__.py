@@ -5,12 +5,16 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import Scenario
 from .latency import LatencyScenario
+from .server import ServerScenario, ServerSettings
 from .throughput import ThroughputScenario
 
 SCENARIOS: dict[str, type[Scenario]] = {
     LatencyScenario.name: LatencyScenario,
     ThroughputScenario.name: ThroughputScenario,
+    ServerScenario.name: ServerScenario,
 }
+
+__all__ = ["SCENARIOS", "Scenario", "ServerSettings", "get"]
 
 
 def get(name: str) -> Scenario:

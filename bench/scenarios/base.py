@@ -7,7 +7,7 @@ them afterwards, and the harness decides what to record.
 from __future__ import annotations
 
 import abc
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..clock import Clock
 from ..measure import DeviceTimer, LoopResult, OnIteration
@@ -18,6 +18,11 @@ class Scenario(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     default_batch_size: ClassVar[int]
+
+    @classmethod
+    def from_config(cls, config: Any, note: Callable[[str], None] | None = None) -> "Scenario":
+        """The scenario a run config asks for; `note` receives progress text (server trials)."""
+        return cls()
 
     @abc.abstractmethod
     def run(

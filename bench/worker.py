@@ -1,0 +1,90 @@
+"""The worker process: measures one cell and writes its record; nothing else.
+
+`python -m aigcbench.bench.worker CONFIG.json RECORD.json` — spawned by
+`bench/isolation.py`, one fresh interpreter per cell, so a segfault, a hang,
+a leak or a runtime's global state (thread pools, allocator caches, compiled
+kernels) cannot reach the next cell, and the peak memory the kernel accounts
+to this process is this cell's alone.
+
+Protocol with the parent:
+* stdout carries progress events only, one JSON object per line
+  (`{"stage": text}`, `{"loop": [phase, calls, elapsed_ns]}`); anything else a
+  library prints to stdout is redirected to stderr so it cannot corrupt them;
+* stderr is the parent's log of this cell: on a crash its last lines are the reason;
+* the record is written atomically to RECORD.json; exit 0 means it is there.
+* faulthandler prints the Python stack on a fatal signal, and on SIGUSR1 —
+  which the parent sends a worker that ran past its timeout, before killing it,
+  so a hang names the line it hung on.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+# Progress is throttled: the parent only redraws, and each event wakes it.
+EVENT_INTERVAL_S = 0.5
+
+
+class PipeObserver:
+    """Forwards the runner's progress to the parent as JSON lines."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._last = 0.0
+
+    def stage(self, text: str) -> None:
+        self._send({"stage": text})
+
+    def loop(self, phase: str, count: int, elapsed_ns: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= EVENT_INTERVAL_S:
+            self._send({"loop": [phase, count, elapsed_ns]})
+
+    def _send(self, event: dict) -> None:
+        self._last = time.monotonic()
+        try:
+            self._stream.write(json.dumps(event) + "\n")
+            self._stream.flush()
+        except BrokenPipeError:
+            pass  # the parent stopped listening (it is killing us); the record still matters
+
+
+def _event_stream() -> IO[str]:
+    """A private copy of stdout for events; fd 1 itself then points at stderr."""
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m aigcbench.bench.worker CONFIG.json RECORD.json", file=sys.stderr)
+        return 2
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    events = _event_stream()
+    from .config import RunConfig
+    from .errors import BackendUnavailable, UserError
+    from .record import write_json
+    from .runner import run_cell
+
+    config = RunConfig.from_dict(json.loads(Path(argv[0]).read_text()))
+    try:
+        record = run_cell(config, observer=PipeObserver(events))
+    except (UserError, BackendUnavailable) as err:  # refused inside the worker: the parent reports the line
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    write_json(record, Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

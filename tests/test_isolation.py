@@ -1,0 +1,83 @@
+"""Worker-process isolation: whatever a cell's worker does, the parent gets a record and goes on.
+
+These spawn real workers (a fresh interpreter each, a few seconds) with the
+null backend's fault injection, the same way a sweep runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from aigcbench.bench.config import RunConfig
+from aigcbench.bench.isolation import run_isolated
+
+
+class Recorder:
+    def __init__(self, interrupt_at: str | None = None) -> None:
+        self.stages: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def stage(self, text: str) -> None:
+        self.stages.append(text)
+        if self.interrupt_at and text.startswith(self.interrupt_at):
+            raise KeyboardInterrupt
+
+    def loop(self, phase: str, count: int, elapsed_ns: int) -> None:
+        pass
+
+
+def _config(fault: str = "none", **options: str) -> RunConfig:
+    return RunConfig.from_options({
+        "workload": "dcgan", "backend": "null", "size": "tiny", "duration": 0.2, "min_iterations": 5,
+        "warmup": 1, "warmup_duration": 0, "options": {"fault": fault, **options},
+    })
+
+
+def test_a_healthy_worker_returns_its_record_with_the_kernels_accounting() -> None:
+    observer = Recorder()
+    record = run_isolated(_config(), timeout_s=120, observer=observer)
+    assert record.status == "ok", record.reason
+    assert record.metrics["iterations"] >= 5
+    worker = record.metadata["worker"]
+    assert worker["exit_code"] == 0 and worker["peak_rss_bytes"] > 10 * 2**20
+    assert worker["user_cpu_s"] > 0
+    assert any(s.startswith("measuring") for s in observer.stages)  # progress came through the pipe
+    assert record.metrics["fidelity"]["passed"] is None and "does not compute" in record.metrics["fidelity"]["skipped"]
+
+
+def test_a_segfault_becomes_a_failed_record_naming_the_signal() -> None:
+    record = run_isolated(_config("segfault"), timeout_s=120, observer=Recorder())
+    assert record.status == "failed"
+    assert "SIGSEGV" in record.reason and "first call" in record.reason
+    assert any("Segmentation fault" in line for line in record.metadata["stderr_tail"])
+    assert record.metadata["worker"]["exit_code"] < 0
+    assert record.config == _config("segfault").to_dict()
+
+
+def test_an_exception_in_the_backend_becomes_a_failed_record_with_its_traceback() -> None:
+    record = run_isolated(_config("exception", fault_at="3"), timeout_s=120, observer=Recorder())
+    assert record.status == "failed"
+    assert record.reason == "RuntimeError: null backend: injected exception at call 3"
+    assert "Traceback" in record.metadata["traceback"]
+
+
+def test_a_hang_is_killed_at_the_timeout_and_says_where_it_hung() -> None:
+    start = time.monotonic()
+    record = run_isolated(_config("hang"), timeout_s=8, observer=Recorder())
+    elapsed = time.monotonic() - start
+    assert record.status == "failed"
+    assert record.reason.startswith("timeout: worker still running after 8 s")
+    assert "null.py" in record.reason  # faulthandler's stack, dumped on SIGUSR1 before the kill
+    assert elapsed < 8 + 10  # killed, not waited for
+
+
+def test_ctrl_c_kills_the_worker_and_propagates() -> None:
+    observer = Recorder(interrupt_at="measuring")
+    with pytest.raises(KeyboardInterrupt):
+        run_isolated(_config(), timeout_s=120, observer=observer)
+    # The worker was reaped: no child of ours is left running.
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
