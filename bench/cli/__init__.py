@@ -4,7 +4,7 @@ Importing this package imports typer and rich only; each command imports torch
 and the rest of aigcbench inside its body, so `aigcbench --help` stays fast.
 """
 
-from . import env_cmd, list_cmd, run_cmd  # noqa: F401  (registers the commands)
+from . import env_cmd, list_cmd, run_cmd, sweep_cmd  # noqa: F401  (registers the commands)
 from .app import app
 
 __all__ = ["app"]

@@ -1,0 +1,118 @@
+"""`aigcbench sweep FILE.toml`: measure a matrix of cells, one worker process each, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import UserError
+from .app import app, user_errors
+
+
+@app.command("sweep")
+def sweep_command(
+    file: Path = typer.Argument(..., help="Sweep file (TOML); see sweeps/ for examples."),
+    store: Optional[str] = typer.Option(
+        None, help="Store: a SQLite path or a SQLAlchemy URL [default: $AIGCBENCH_STORE or ./aigcbench.db]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Measure every cell, even those already stored."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Measure again the cells stored as failed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and what would run; measure nothing."),
+    label: List[str] = typer.Option([], "--label", "-l", help="Label KEY=VALUE added to every cell (repeatable)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every cell's record to this JSON file."),
+) -> None:
+    """Run every cell of FILE in its own worker process and store each record as it finishes.
+
+    Cells already stored for the same config on this hardware are skipped
+    (--force measures them again). Exit 0 when every cell is ok, 1 when any
+    is failed or invalid, 2 for a malformed file (nothing runs), 130 on Ctrl-C
+    (finished cells stay stored).
+    """
+    with user_errors():
+        from rich.console import Console
+
+        from ...reports.sweep_table import sweep_counts, sweep_table
+        from ..config import parse_pairs
+        from ..probes.environment import fingerprint
+        from ..record import write_json
+        from ..store import Store
+        from ..sweep import run_sweep, stored_records, unavailable_cells, verdict
+        from ..sweep_file import load_sweep
+        from .sweep_progress import SweepDisplay
+
+        plan = load_sweep(file)
+        extra = parse_pairs(label, "--label")
+        if extra:
+            cells = tuple(
+                dataclasses.replace(c, config=dataclasses.replace(c.config, labels={**c.config.labels, **extra}))
+                for c in plan.cells
+            )
+            plan = dataclasses.replace(plan, cells=cells)
+        if json_path is not None and not json_path.parent.is_dir():
+            raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        skip = _checked(plan, unavailable_cells)
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        hardware_key = fingerprint()["hardware_key"]
+        opened = Store.open(store)
+        try:
+            if dry_run:
+                _print_plan(console, plan, skip, stored_records(opened, hardware_key), force, retry_failed)
+                return
+            console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {hardware_key}, store {opened.url}")
+            display = SweepDisplay(len(plan.cells))
+            try:
+                with display:
+                    results = run_sweep(
+                        plan, opened, hardware_key, display, force=force, retry_failed=retry_failed, skip=skip
+                    )
+            except KeyboardInterrupt:
+                done = display.finished
+                typer.echo(
+                    f"aigcbench: interrupted; {done} of {len(plan.cells)} cells finished and are stored in "
+                    f"{opened.url} (rerun to continue)",
+                    err=True,
+                )
+                raise typer.Exit(130)
+        finally:
+            opened.close()
+        console.print(sweep_table(results, f"sweep {plan.name}"))
+        counts = sweep_counts(results)
+        console.print(
+            f"{counts['ok']} ok, {counts['invalid']} invalid, {counts['failed']} failed, {counts['skipped']} skipped "
+            f"({counts['ran']} measured now, {counts['stored']} already stored)"
+        )
+        records = [r.record for r in results if r.record is not None]
+        if json_path is not None:
+            write_json(records, json_path)
+            console.print(f"{len(records)} records written to {json_path}")
+    code = verdict(results)
+    if code:
+        raise typer.Exit(code)
+
+
+def _checked(plan, unavailable_cells) -> dict[int, str]:
+    """Preflight every cell; a refusal names the file and the cell before anything runs."""
+    from ..errors import UserError as Refused
+
+    try:
+        return unavailable_cells(plan)
+    except Refused as err:
+        raise UserError(f"{plan.path}: {err}") from None
+
+
+def _print_plan(console, plan, skip, stored, force: bool, retry_failed: bool) -> None:
+    from ...reports.sweep_table import cell_label
+
+    for index, cell in enumerate(plan.cells):
+        previous = stored.get(cell.config.key())
+        if index in skip:
+            action = f"skip ({skip[index]})"
+        elif previous is not None and not force and not (retry_failed and previous.status == "failed"):
+            action = f"stored ({previous.status})"
+        else:
+            action = f"run (timeout {cell.timeout_s:g} s)"
+        console.print(f"{index + 1:3d}. {cell_label(cell.config)}  [{cell.origin}]  {action}")

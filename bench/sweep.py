@@ -1,0 +1,117 @@
+"""Run every cell of a sweep, each in its own worker, resuming what the store already holds.
+
+A cell already stored for the same config (`RunConfig.key`) and the same
+`hardware_key` is not measured again — whatever its status, so rerunning a
+finished sweep measures nothing and gives the same verdict — unless `force`
+(measure everything) or `retry_failed` (measure the failed ones again).
+Each new record is appended to the store the moment its cell ends, so an
+interrupted sweep keeps every finished cell and the rerun continues from there.
+
+Cells run through an executor: local worker processes today (one at a time,
+so cells never compete for the machine they measure). A cluster executor
+(Ray, one task per cell pinned to the node with the needed accelerator) fits
+the same seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from .errors import BackendUnavailable
+from .isolation import run_isolated
+from .record import Record
+from .runner import RunObserver, preflight
+from .store import Store
+from .sweep_file import SweepCell, SweepPlan
+
+Action = Literal["ran", "stored", "skipped"]
+
+
+class Executor(Protocol):
+    def run(self, cell: SweepCell, observer: RunObserver) -> Record: ...
+
+
+class LocalWorkers:
+    """One spawned worker process per cell, with the cell's timeout."""
+
+    def run(self, cell: SweepCell, observer: RunObserver) -> Record:
+        return run_isolated(cell.config, timeout_s=cell.timeout_s, observer=observer)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: SweepCell
+    action: Action
+    record: Record | None = None
+    note: str | None = None  # why a cell was skipped
+
+
+class SweepProgress(Protocol):
+    def cell_started(self, index: int, cell: SweepCell) -> RunObserver: ...
+
+    def cell_done(self, index: int, result: CellResult) -> None: ...
+
+
+def unavailable_cells(plan: SweepPlan) -> dict[int, str]:
+    """Check every cell before anything runs; return the ones this machine cannot run, with why.
+
+    Bad input (an option value, a precision the backend refuses) raises
+    `UserError` here, so a sweep never fails halfway on something it could
+    have refused up front. A backend or device missing on this machine is not
+    bad input — the same file runs elsewhere — so those cells are skipped.
+    """
+    missing: dict[int, str] = {}
+    for index, cell in enumerate(plan.cells):
+        try:
+            preflight(cell.config)
+        except BackendUnavailable as err:
+            missing[index] = str(err)
+    return missing
+
+
+def stored_records(store: Store, hardware_key: str) -> dict[str, Record]:
+    """The latest stored record of each config measured on this hardware, by config key."""
+    from .config import config_key
+
+    latest: dict[str, Record] = {}
+    for record in store.records(hardware_key=hardware_key):
+        latest[config_key(record.config)] = record  # oldest first, so the last one wins
+    return latest
+
+
+def run_sweep(
+    plan: SweepPlan,
+    store: Store,
+    hardware_key: str,
+    progress: SweepProgress,
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    executor: Executor | None = None,
+    skip: dict[int, str] | None = None,
+) -> list[CellResult]:
+    """Measure the cells not already stored; every result is stored as soon as it exists."""
+    executor = executor or LocalWorkers()
+    skip = unavailable_cells(plan) if skip is None else skip
+    stored = {} if force else stored_records(store, hardware_key)
+    results: list[CellResult] = []
+    for index, cell in enumerate(plan.cells):
+        previous = stored.get(cell.config.key())
+        if index in skip:
+            result = CellResult(cell, "skipped", note=skip[index])
+        elif previous is not None and not (retry_failed and previous.status == "failed"):
+            result = CellResult(cell, "stored", previous)
+        else:
+            record = executor.run(cell, progress.cell_started(index, cell))
+            store.append(record)
+            result = CellResult(cell, "ran", record)
+        results.append(result)
+        progress.cell_done(index, result)
+    return results
+
+
+def verdict(results: list[CellResult]) -> int:
+    """Exit status: 1 when any measured or stored cell is failed or invalid, else 0."""
+    return 1 if any(r.record is not None and r.record.status != "ok" for r in results) else 0
+
