@@ -1,4 +1,4 @@
-"""Collects the parity results of a `make bench` run and prints them as one table at the end.
+"""Collects the parity results and the harness overhead of a `make bench` run; prints them at the end.
 
 The table goes through pytest's terminal summary, so it shows without `-s`
 (pytest captures the tests' own output) and in one piece, whatever order the
@@ -13,10 +13,18 @@ from parity import Parity
 from parity_table import Skipped, format_table
 
 PARITY_ROWS = pytest.StashKey["list[Parity | Skipped]"]()
+OVERHEAD_LINES = pytest.StashKey["list[str]"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[PARITY_ROWS] = []
+    config.stash[OVERHEAD_LINES] = []
+
+
+@pytest.fixture
+def overhead_lines(request: pytest.FixtureRequest) -> list[str]:
+    """Lines for the end-of-run section on the harness's own per-call overhead."""
+    return request.config.stash[OVERHEAD_LINES]
 
 
 @pytest.fixture
@@ -26,6 +34,11 @@ def parity_rows(request: pytest.FixtureRequest) -> list[Parity | Skipped]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    overhead = config.stash.get(OVERHEAD_LINES, [])
+    if overhead:
+        terminalreporter.write_sep("=", "harness overhead (null backend)")
+        for line in overhead:
+            terminalreporter.write_line(line)
     rows = config.stash.get(PARITY_ROWS, [])
     if not rows:
         return
