@@ -377,7 +377,9 @@ def _seconds(values_ns: list[int] | tuple[int, ...]) -> list[float]:
     return [v / 1e9 for v in values_ns]
 
 
-def _metrics(config: RunConfig, workload_info: Mapping[str, Any], m: _Measured) -> tuple[dict, dict, list[str]]:
+def _metrics(
+    config: RunConfig, workload_info: Mapping[str, Any], m: _Measured, computes_model: bool
+) -> tuple[dict, dict, list[str]]:
     """Derive metrics and samples from what was measured; returns (metrics, samples, warnings)."""
     metrics: dict[str, Any] = {"cold_start_s": dict(m.cold_start_s), "warmup": m.warmup, "fidelity": m.fidelity}
     samples: dict[str, Any] = {"latency_s": []}
@@ -400,7 +402,8 @@ def _metrics(config: RunConfig, workload_info: Mapping[str, Any], m: _Measured) 
         items=items,
         loop_wall_s=m.loop.wall_ns / 1e9,
         stop_reason=m.loop.stop_reason,
-        achieved_flops_per_s=workload_info["flops_per_item"] * throughput,
+        # A backend that skips the model's work achieves no model FLOPs.
+        achieved_flops_per_s=workload_info["flops_per_item"] * throughput if computes_model else None,
         energy_j_per_item=energy_j / probed_items if energy_j is not None and probed_items else None,
         energy_window_s=m.probe_window_ns / 1e9,
         energy_window_items=probed_items,
@@ -435,7 +438,7 @@ def _record(
     warnings: list[str],
     error: str | None,
 ) -> Record:
-    metrics, samples, metric_warnings = _metrics(config, workload_info, measured)
+    metrics, samples, metric_warnings = _metrics(config, workload_info, measured, backend.computes_model)
     config_dict = config.to_dict()
     info = measured.session_info or {}
     ran = sorted({i.get("precision_run") for i in info.values()} - {config.precision})

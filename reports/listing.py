@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from rich.markup import escape
 from rich.table import Table
 
 from . import units
@@ -28,7 +29,7 @@ def backends_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             "yes" if row["available"] else "[red]no[/]",
             row.get("version") or "—",
             ", ".join(row.get("precisions", [])),
-            row.get("reason") or "",
+            escape(row.get("reason") or ""),  # reasons quote extras like aigcbench[tensorrt]
         )
     return table
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..bench.record import Record
@@ -48,7 +49,7 @@ def sweep_table(results: Iterable[Any], title: str) -> Table:
         else:
             style = _STATUS_STYLE[record.status]
             status, shown, reason = f"[{style}]{record.status}[/]", headline(record), record.reason or ""
-        table.add_row(str(index), cell_label(result.cell.config), result.action, status, shown, reason)
+        table.add_row(str(index), cell_label(result.cell.config), result.action, status, shown, escape(reason))
     return table
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..bench.record import Record
@@ -100,13 +101,14 @@ def result_notes(record: Record) -> list[str]:
             f"({m['energy_source']}, {m.get('energy_scope')}) over {m['energy_window_s']:.1f} s"
         )
     elif m.get("energy_source"):
-        notes.append(f"energy: {m['energy_source']}")
+        notes.append(f"energy: {escape(m['energy_source'])}")
     fidelity = m.get("fidelity") or {}
     if fidelity.get("skipped"):
-        notes.append(f"fidelity skipped: {fidelity['skipped']}")
+        notes.append(f"fidelity skipped: {escape(fidelity['skipped'])}")
+    # Reasons and warnings are free text (stack lines, pip extras in brackets): never markup.
     if record.reason:
-        notes.append(f"[bold red]{record.status}[/]: {record.reason}")
-    notes.extend(f"[yellow]warning[/]: {w}" for w in record.warnings)
+        notes.append(f"[bold red]{record.status}[/]: {escape(record.reason)}")
+    notes.extend(f"[yellow]warning[/]: {escape(w)}" for w in record.warnings)
     return notes
 
 

@@ -46,6 +46,7 @@ def test_a_healthy_worker_returns_its_record_with_the_kernels_accounting() -> No
     assert worker["user_cpu_s"] > 0
     assert any(s.startswith("measuring") for s in observer.stages)  # progress came through the pipe
     assert record.metrics["fidelity"]["passed"] is None and "does not compute" in record.metrics["fidelity"]["skipped"]
+    assert record.metrics["achieved_flops_per_s"] is None  # no model work, no model FLOPs
 
 
 def test_a_segfault_becomes_a_failed_record_naming_the_signal() -> None:

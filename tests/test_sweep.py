@@ -164,6 +164,11 @@ set = { options = { fault = "segfault" } }
 [[override]]
 where = { backend = "null", batch_size = 2 }
 set = { options = { fault = "hang" }, timeout = 6 }
+[[cell]]
+workload = "dcgan"
+backend = "null"
+batch_size = 4
+options = { fault = "exception", fault_at = 2 }
 """)
     out = tmp_path / "all.json"
     args = ["sweep", str(path), "--store", str(store_path), "--json", str(out)]
@@ -171,12 +176,14 @@ set = { options = { fault = "hang" }, timeout = 6 }
     assert result.exit_code == 1, result.output + result.stderr
     records = json.loads(out.read_text())
     statuses = sorted((r["backend"]["name"], r["scenario"]["batch_size"], r["status"]) for r in records)
-    assert statuses == [("null", 1, "failed"), ("null", 2, "failed"), ("pytorch", 1, "ok"), ("pytorch", 2, "ok")]
+    assert statuses == [
+        ("null", 1, "failed"), ("null", 2, "failed"), ("null", 4, "failed"), ("pytorch", 1, "ok"), ("pytorch", 2, "ok")
+    ]
     reasons = {r["scenario"]["batch_size"]: r["reason"] for r in records if r["status"] == "failed"}
-    assert "SIGSEGV" in reasons[1] and reasons[2].startswith("timeout")
-    assert "2 ok, 0 invalid, 2 failed, 0 skipped (4 measured now, 0 already stored)" in result.output
+    assert "SIGSEGV" in reasons[1] and reasons[2].startswith("timeout") and "injected exception" in reasons[4]
+    assert "2 ok, 0 invalid, 3 failed, 0 skipped (5 measured now, 0 already stored)" in result.output
     rerun = CliRunner().invoke(app, args)
     assert rerun.exit_code == 1
-    assert "(0 measured now, 4 already stored)" in rerun.output
+    assert "(0 measured now, 5 already stored)" in rerun.output
     with Store.open(str(store_path)) as store:
-        assert store.count() == 4
+        assert store.count() == 5

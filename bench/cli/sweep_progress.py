@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ...reports.sweep_table import cell_label, headline
@@ -64,11 +65,11 @@ class SweepDisplay:
         self.finished += 1
         record = result.record
         if record is None:
-            line = f"[dim]skip[/] {cell_label(result.cell.config)}: {result.note}"
+            line = f"[dim]skip[/] {cell_label(result.cell.config)}: {escape(result.note or '')}"
         else:
             status = record.status if record.status == "ok" else f"[bold red]{record.status}[/]"
-            shown = headline(record) if record.status != "failed" else record.reason
-            extra = f" — {record.reason}" if record.status == "invalid" else ""
+            shown = headline(record) if record.status != "failed" else escape(record.reason or "")
+            extra = f" — {escape(record.reason or '')}" if record.status == "invalid" else ""
             line = f"{status} ({result.action}) {cell_label(result.cell.config)}: {shown}{extra}"
         self._progress.console.print(f"{index + 1:3d}. {line}")
         self._progress.update(self._task, advance=1, detail="", refresh=True)
@@ -78,4 +79,4 @@ class SweepDisplay:
         if throttle and now - self._last < REDRAW_S:
             return
         self._last = now
-        self._progress.update(self._task, detail=f"{self._current}: {text}", refresh=True)
+        self._progress.update(self._task, detail=escape(f"{self._current}: {text}"), refresh=True)
