@@ -415,7 +415,7 @@ def _metrics(
         if "capacity_items_per_s" in details:
             metrics["capacity_items_per_s"] = details["capacity_items_per_s"]
     samples["latency_s"] = latency
-    warning = instability_warning(summary)
+    warning = instability_warning(summary) if scenarios.SCENARIOS[config.scenario].samples_are_service_times else None
     if warning:
         warnings.append(warning)
     warnings.extend(m.probe_warnings)

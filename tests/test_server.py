@@ -206,3 +206,48 @@ def test_cli_server_run_in_a_worker_records_arrival_latency(tmp_path: Path, stor
     assert record["metrics"]["energy_source"].startswith("unavailable: ")
     assert record["metrics"]["energy_j_per_item"] is None
     assert record["metadata"]["worker"]["peak_rss_bytes"] > 0
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    from aigcbench.backends import registry as backends
+
+    from .fake_backend import FakeBackend
+
+    monkeypatch.setitem(backends.BUILTIN, "fake", "tests.fake_backend:FakeBackend")
+    clock = FakeClock()
+    for attr, value in {"clock": clock, "service_ns": itertools.repeat(10 * MS), "fail_after": None,
+                        "output_offset": 0.0, "calls": 0, "closed": 0}.items():
+        monkeypatch.setattr(FakeBackend, attr, value)
+    return clock
+
+
+def _server_config(**server):
+    from aigcbench.bench.config import RunConfig
+
+    return RunConfig.from_options({
+        "workload": "dcgan", "backend": "fake", "size": "tiny", "scenario": "server", "duration": 2.0,
+        "min_iterations": 10, "warmup": 0, "warmup_duration": 0, **server,
+    })
+
+
+def test_run_cell_records_the_capacity_at_the_top_of_the_metrics(fake: FakeClock) -> None:
+    from aigcbench.bench.runner import run_cell
+
+    record = run_cell(_server_config(slo_p99="50ms", find_max_rate=True), clock=fake)
+    assert record.status == "ok", record.reason
+    server = record.metrics["server"]
+    assert record.metrics["capacity_items_per_s"] == server["capacity_items_per_s"] >= 50
+    assert record.metrics["items"] == len(record.samples["latency_s"]) == server["capacity_samples"]
+    # Energy per item covers every query of every trial, the probes' whole window.
+    assert record.metrics["energy_window_items"] == sum(t["queries"] for t in server["search"]["trials"])
+    # Queueing spreads latencies widely; that is not machine noise and is not flagged as such.
+    assert not any("unstable" in w for w in record.warnings)
+
+
+def test_run_cell_marks_a_missed_slo_invalid(fake: FakeClock) -> None:
+    from aigcbench.bench.runner import run_cell
+
+    record = run_cell(_server_config(rate="90", slo_p99="20ms"), clock=fake)
+    assert record.status == "invalid"
+    assert record.reason.startswith("server at 90 queries/s:")

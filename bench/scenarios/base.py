@@ -18,6 +18,10 @@ class Scenario(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     default_batch_size: ClassVar[int]
+    # True when each latency sample is one call's service time (closed loops):
+    # then a wide spread means the machine was unstable. An open loop's
+    # latencies include queueing, whose spread is the queue's, not noise.
+    samples_are_service_times: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config: Any, note: Callable[[str], None] | None = None) -> "Scenario":

@@ -277,6 +277,7 @@ class ServerScenario(Scenario):
     name = "server"
     description = "Poisson arrivals at --rate, dynamic batcher, latency from arrival (MLPerf Server)"
     default_batch_size = 1
+    samples_are_service_times = False
 
     @classmethod
     def from_config(cls, config: Any, note: Callable[[str], None] | None = None) -> "ServerScenario":
