@@ -99,6 +99,11 @@ def _run_worker(argv: list[str], stderr: Any, timeout_s: float | None, observer:
         if not exited:
             outcome.timed_out = True
             _kill_group(proc, dump_first=True)
+        else:
+            # Anything the worker started and left behind (compiler pools) goes
+            # with it. Its unreaped zombie still holds the group id, so this
+            # cannot hit an unrelated process that reused the number.
+            _kill_group(proc, dump_first=False)
     except BaseException:  # KeyboardInterrupt above all: never leave a worker behind
         _kill_group(proc, dump_first=False)
         _reap(proc, outcome)

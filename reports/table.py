@@ -117,6 +117,11 @@ def _server_notes(record: Record) -> list[str]:
     server = record.metrics["server"]
     unit = record.workload["unit"]
     slo = f", SLO p99 {units.seconds(server['slo_p99_s'])}" if server.get("slo_p99_s") is not None else ""
+    if server.get("rate_qps") is None:
+        return [
+            f"server: no trial was run; the latency shown is {record.metrics['iterations']} batches with nothing queued",
+            f"capacity: none found; {server['search']['result']}",
+        ]
     notes = [
         f"server: Poisson arrivals at {server['rate_qps']:.4g} queries/s, max batch {server['max_batch']} "
         f"(padded), max wait {units.seconds(server['max_wait_s'])}{slo}; latency from arrival, "

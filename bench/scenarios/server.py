@@ -244,7 +244,8 @@ def _judge(trial: Trial, settings: ServerSettings) -> None:
     if trial.stop_reason == "overloaded":
         trial.passed, trial.why = False, f"overloaded: {trial.late} queries already over the SLO, trial stopped"
     elif trial.stop_reason == "max-duration":
-        trial.passed, trial.why = False, f"hit the duration cap with {trial.unfinished} queries unserved"
+        trial.passed = False
+        trial.why = f"stopped at --max-duration after {len(ordered)} queries ({trial.unfinished} unserved)"
     elif trial.p99_bound_s is None:
         trial.passed = False
         trial.why = f"{len(ordered)} queries are too few for a p99 early-stopping estimate (needs {early_stopping_min_samples(P99)})"
@@ -322,31 +323,69 @@ class ServerScenario(Scenario):
         if not self.settings.find_max_rate:
             assert self.settings.rate_qps is not None
             return _result([trial(self.settings.rate_qps)], chosen=0, settings=self.settings, search=None)
-        service_s = _calibrate(step, clock)
-        return _search(trial, service_s, self.settings)
+        calibration = _calibrate(step, clock)
+        service_s = sorted(calibration)[len(calibration) // 2] / 1e9
+        search: dict[str, Any] = {"service_time_s": service_s, "tolerance": self.settings.search_tolerance}
+        infeasible = _infeasible(service_s, self.settings, rule)
+        if infeasible is not None:
+            search["result"] = infeasible
+            return _no_search(calibration, self.settings, search)
+        return _search(trial, service_s, self.settings, search)
 
 
-def _calibrate(step: Callable[[], object], clock: Clock) -> float:
-    """Median time of one (padded) batch, the unit the search starts from."""
+def _calibrate(step: Callable[[], object], clock: Clock) -> list[int]:
+    """A few timed batches with nothing queued: the unit the search starts from."""
     times = []
     for _ in range(_CALIBRATION_CALLS):
         start = clock()
         step()
         times.append(clock() - start)
-    return sorted(times)[len(times) // 2] / 1e9
+    return times
 
 
-def _search(trial: Callable[[float], Trial], service_s: float, settings: ServerSettings) -> LoopResult:
-    """Bracket the capacity by doubling/halving from half the single-batch rate, then bisect."""
+def _infeasible(service_s: float, settings: ServerSettings, rule: StopRule) -> str | None:
+    """Why no trial is worth running, or None: the answer is known from one batch's time.
+
+    A batch slower than the SLO fails at any rate; and when even back-to-back
+    batches cannot deliver the queries a p99 estimate needs within
+    --max-duration, every trial would end at that cap, unjudged.
+    """
     assert settings.slo_p99_s is not None
-    search: dict[str, Any] = {"service_time_s": service_s, "tolerance": settings.search_tolerance}
-    trials: list[Trial] = []
     if service_s > settings.slo_p99_s:
-        search["result"] = (
-            f"one batch takes {service_s:.4g} s, over the SLO {settings.slo_p99_s:.4g} s: no arrival rate can meet it"
+        return f"one batch takes {service_s:.4g} s, over the SLO {settings.slo_p99_s:.4g} s: no arrival rate can meet it"
+    needed = _min_queries(rule, settings)
+    shortest_s = needed * service_s / settings.max_batch
+    if shortest_s > rule.max_duration_s:
+        return (
+            f"{needed} queries (the p99 estimate's minimum) take at least {shortest_s:.4g} s at "
+            f"{service_s:.4g} s a batch, over --max-duration {rule.max_duration_s:g} s"
         )
-        trials.append(trial(0.5 / service_s))
-        return _result(trials, chosen=None, settings=settings, search=search)
+    return None
+
+
+def _no_search(calibration_ns: list[int], settings: ServerSettings, search: dict[str, Any]) -> LoopResult:
+    """An invalid result whose only samples are the calibration batches (latency with no queueing)."""
+    details: dict[str, Any] = {
+        "rate_qps": None, "max_batch": settings.max_batch, "max_wait_s": settings.max_wait_s,
+        "slo_p99_s": settings.slo_p99_s, "batching": "padded to max_batch", "queries": 0,
+        "capacity_items_per_s": None, "capacity_p99_s": None, "capacity_p99_bound_s": None,
+        "capacity_samples": None, "search": {**search, "trials": []},
+    }
+    return LoopResult(
+        latencies_ns=tuple(calibration_ns),
+        wall_ns=sum(calibration_ns),
+        stop_reason="calibration-only",
+        items=len(calibration_ns) * settings.max_batch,
+        details=details,
+        invalid_reason=f"server: {search['result']}",
+    )
+
+
+def _search(
+    trial: Callable[[float], Trial], service_s: float, settings: ServerSettings, search: dict[str, Any]
+) -> LoopResult:
+    """Bracket the capacity by doubling/halving from half the single-batch rate, then bisect."""
+    trials: list[Trial] = []
 
     def run(rate: float) -> Trial:
         trials.append(trial(rate))
