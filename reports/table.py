@@ -127,6 +127,13 @@ def _server_notes(record: Record) -> list[str]:
         f"(padded), max wait {units.seconds(server['max_wait_s'])}{slo}; latency from arrival, "
         f"{server['queries']} queries, p99 ES {units.seconds(server.get('p99_bound_s'))}"
     ]
+    if server.get("service_p50_s") is not None:
+        back_to_back = (server.get("search") or {}).get("service_time_s")
+        compared = f" (back to back: {units.seconds(back_to_back)})" if back_to_back is not None else ""
+        notes.append(
+            f"each batch ran p50 {units.seconds(server['service_p50_s'])}, p99 {units.seconds(server['service_p99_s'])}"
+            f"{compared}; the rest of a query's latency is queueing"
+        )
     search = server.get("search")
     if search is not None:
         capacity = server.get("capacity_items_per_s")

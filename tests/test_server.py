@@ -130,6 +130,7 @@ def test_find_max_rate_brackets_then_bisects_to_the_tolerance() -> None:
     # early-stopping bound is near the maximum, ~4·D, still under 50 ms).
     assert 50 <= capacity < 100
     assert details["capacity_samples"] == len(result.latencies_ns) >= 662
+    assert details["service_p50_s"] == details["service_p99_s"] == pytest.approx(0.010)  # each batch, timed alone
     assert details["capacity_p99_bound_s"] <= 0.050
     assert result.items == len(result.latencies_ns)
     assert result.total_items == sum(t["queries"] for t in trials)

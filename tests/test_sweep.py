@@ -187,3 +187,49 @@ options = { fault = "exception", fault_at = 2 }
     assert "(0 measured now, 5 already stored)" in rerun.output
     with Store.open(str(store_path)) as store:
         assert store.count() == 5
+
+
+def test_sigint_stops_the_sweep_keeps_finished_cells_and_leaves_no_worker(tmp_path: Path, store_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    path = tmp_path / "stop.toml"
+    path.write_text(SWEEP.replace('["pytorch", "null"]', '["null"]') + """
+[[override]]
+where = { batch_size = 2 }
+set = { options = { fault = "hang" }, timeout = 300 }
+""")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("aigcbench")), "sweep", str(path), "--store", str(store_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        # Wait until the first cell is stored and the hanging second cell's worker is running.
+        while time.monotonic() < deadline:
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            if store_path.exists() and workers:
+                with Store.open(str(store_path)) as store:
+                    if store.count() == 1:
+                        break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first cell never finished")
+        time.sleep(2)  # let the second worker get going
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted; 1 of 2 cells finished" in stderr
+    with Store.open(str(store_path)) as store:
+        assert [r.status for r in store.records()] == ["ok"]
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

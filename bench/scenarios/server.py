@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..clock import Clock
@@ -98,6 +98,9 @@ class Trial:
     p99_bound_s: float | None = None
     passed: bool | None = None
     why: str | None = None
+    # Time of each dispatched batch: tells queueing apart from a batch itself
+    # running slower than back to back (a CPU or GPU waking from idle).
+    service_ns: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -107,12 +110,18 @@ class Trial:
             "mean_batch_size": len(self.latencies_ns) / self.batches if self.batches else None,
             "p99_s": self.p99_s,
             "p99_bound_s": self.p99_bound_s,
+            "service_p50_s": _quantile_s(self.service_ns, 50),
+            "service_p99_s": _quantile_s(self.service_ns, 99),
             "late_queries": self.late,
             "unfinished_queries": self.unfinished,
             "passed": self.passed,
             "why": self.why,
             "stop_reason": self.stop_reason,
         }
+
+
+def _quantile_s(values_ns: list[int], p: float) -> float | None:
+    return percentile(sorted(values_ns), p) / 1e9 if values_ns else None
 
 
 class _Arrivals:
@@ -162,6 +171,7 @@ def run_trial(
     queue: list[float] = []  # scheduled arrival times of waiting queries, oldest first
     head = 0  # queue[head:] are waiting; a moving index instead of popping from the front
     latencies: list[int] = []
+    service: list[int] = []
     issued, batches, late, closed = 0, 0, 0, False
     stop_reason = "min-duration-and-count"
     end = start
@@ -192,8 +202,10 @@ def run_trial(
             continue
         taken = queue[head : head + settings.max_batch]
         head += len(taken)
+        dispatched = clock()
         step()
         end = clock()
+        service.append(end - dispatched)
         batches += 1
         for arrival in taken:
             latency = int(end - arrival)
@@ -219,6 +231,7 @@ def run_trial(
         stop_reason=stop_reason,
         unfinished=len(queue) - head,
         late=late,
+        service_ns=service,
     )
     _judge(trial, settings)
     return trial
