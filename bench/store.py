@@ -140,6 +140,18 @@ class Store:
             raise
         return store
 
+    @staticmethod
+    def exists(value: str | None = None) -> bool:
+        """Whether `value` names a store that is already there (always True for a server database).
+
+        Lets read-only commands (`sweep --dry-run`) avoid creating a SQLite file just to find it empty.
+        """
+        try:
+            path = _sqlite_file(make_url(resolve_store_url(value)))
+        except sa.exc.ArgumentError:
+            return True  # let `open` report the bad URL
+        return path is None or path.exists()
+
     @property
     def url(self) -> str:
         """The store's URL, with any password masked: safe to print in reports and logs."""

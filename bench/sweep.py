@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, UserError
 from .isolation import run_isolated
 from .record import Record
 from .runner import RunObserver, preflight
@@ -67,6 +67,8 @@ def unavailable_cells(plan: SweepPlan) -> dict[int, str]:
             preflight(cell.config)
         except BackendUnavailable as err:
             missing[index] = str(err)
+        except UserError as err:
+            raise UserError(f"{cell.origin}: {err}") from None
     return missing
 
 

@@ -85,7 +85,15 @@ def test_duplicate_run_id_is_refused_and_changes_nothing(tmp_path):
 
 def test_store_has_no_update_or_delete_api():
     public = {name for name in dir(Store) if not name.startswith("_")}
-    assert public == {"open", "append", "records", "count", "close", "url"}
+    assert public == {"open", "exists", "append", "records", "count", "close", "url"}
+
+
+def test_exists_never_creates_a_store(tmp_path):
+    path = tmp_path / "later.db"
+    assert not Store.exists(str(path)) and not path.exists()
+    Store.open(str(path)).close()
+    assert Store.exists(str(path))
+    assert Store.exists("postgresql://db.example/aigcbench")  # a server is asked by `open`, not here
 
 
 def test_text_file_is_refused_and_left_untouched(tmp_path):

@@ -151,7 +151,7 @@ def test_a_bad_backend_option_is_refused_before_anything_runs(tmp_path: Path, st
     path = tmp_path / "opt.toml"
     path.write_text(SWEEP + '[[override]]\nwhere = { backend = "null" }\nset = { options = { fualt = "hang" } }\n')
     result = CliRunner().invoke(app, ["sweep", str(path), "--store", str(store_path)])
-    assert result.exit_code == 2 and "fualt" in result.stderr
+    assert result.exit_code == 2 and "fualt" in result.stderr and "opt.toml: matrix #3" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -233,3 +233,15 @@ set = { options = { fault = "hang" }, timeout = 300 }
     with Store.open(str(store_path)) as store:
         assert [r.status for r in store.records()] == ["ok"]
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_dry_run_lists_what_would_run_and_touches_nothing(plan, store_path: Path) -> None:
+    args = ["sweep", str(plan.path), "--store", str(store_path), "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.output.count("run (timeout 1800 s)") == 4
+    assert not store_path.exists()
+    with Store.open(str(store_path)) as store:
+        _run(plan, store, FakeExecutor(failing=(2,)))
+    result = CliRunner().invoke(app, args + ["--retry-failed"])
+    assert result.output.count("stored (ok)") == 3 and result.output.count("run (timeout") == 1

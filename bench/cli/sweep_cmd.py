@@ -57,11 +57,15 @@ def sweep_command(
         skip = _checked(plan, unavailable_cells)
         console = Console(width=None if sys.stdout.isatty() else 160)
         hardware_key = fingerprint()["hardware_key"]
+        if dry_run:
+            stored = {}
+            if Store.exists(store):
+                with Store.open(store) as opened:
+                    stored = stored_records(opened, hardware_key)
+            _print_plan(console, plan, skip, stored, force, retry_failed)
+            return
         opened = Store.open(store)
         try:
-            if dry_run:
-                _print_plan(console, plan, skip, stored_records(opened, hardware_key), force, retry_failed)
-                return
             console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {hardware_key}, store {opened.url}")
             display = SweepDisplay(len(plan.cells))
             try:
