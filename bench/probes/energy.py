@@ -58,7 +58,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..clock import Clock, perf_clock
 from .base import unavailable
@@ -244,6 +244,53 @@ def wrapped_delta_uj(before: int, after: int, max_energy_range_uj: int) -> int:
     return max_energy_range_uj - before + after
 
 
+class _Poller:
+    """Calls `poll` every `interval_s` on a daemon thread between `start()` and `stop()`.
+
+    Event.wait sleeps in the kernel between calls and returns the moment
+    `stop()` sets the event, so the thread costs one reading per interval and
+    never spins. The first `MeterError` ends the polling and is raised by
+    `stop()`: a gap in the readings would otherwise be bridged by numbers
+    nobody measured. `poll` is never called concurrently: the owner calls it
+    itself only after `stop()` has joined the thread.
+    """
+
+    def __init__(self, interval_s: float, poll: Callable[[], None], name: str) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {interval_s!r}")
+        self.interval_s = interval_s
+        self._poll = poll
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: MeterError | None = None
+
+    def start(self) -> None:
+        self._error = None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._poll()
+            except MeterError as err:
+                self._error = err
+                return
+
+
 class RaplMeter:
     """Sum of the package counters' increments since `start()`, wraps undone."""
 
@@ -251,30 +298,20 @@ class RaplMeter:
     scope = CPU_PACKAGE
 
     def __init__(self, domains: list[RaplDomain], poll_interval_s: float = 1.0) -> None:
-        if poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
         self.domains = domains
         self.poll_interval_s = poll_interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A counter that wraps every few minutes at full load must be read more often than that.
+        self._poller = _Poller(poll_interval_s, self.poll, "aigcbench-rapl-poll")
         self._last: list[int] = []
         self._total_uj = 0
-        self._error: MeterError | None = None
 
     def start(self) -> None:
         self._last = [_read_int(d.energy_path) for d in self.domains]
         self._total_uj = 0
-        self._error = None
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="aigcbench-rapl-poll", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> float:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._poller.stop()
         self.poll()
         return self._total_uj / 1e6
 
@@ -282,17 +319,7 @@ class RaplMeter:
         return {}
 
     def close(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        # A counter that wraps every few minutes at full load must be read more
-        # often than that; Event.wait also ends the thread the moment stop() is called.
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                self.poll()
-            except MeterError as err:
-                self._error = err
-                return
+        self._poller.close()
 
     def poll(self) -> None:
         """Add each counter's increment since the last reading (the poller thread calls this)."""
@@ -405,32 +432,22 @@ class NvmlPowerMeter:
     scope = GPU_BOARD
 
     def __init__(self, gpu: NvmlGpu, poll_interval_s: float = 0.05, clock: Clock = perf_clock) -> None:
-        if poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
         self.gpu = gpu
         self.poll_interval_s = poll_interval_s
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = _Poller(poll_interval_s, self.sample, "aigcbench-nvml-power")
         self._last: tuple[int, int] = (0, 0)
         self._twice_mw_ns = 0
         self._samples = 0
-        self._error: MeterError | None = None
 
     def start(self) -> None:
-        self._twice_mw_ns, self._samples, self._error = 0, 0, None
+        self._twice_mw_ns, self._samples = 0, 0
         self._last = self._read()
         self._samples = 1
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="aigcbench-nvml-power", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> float:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._poller.stop()
         self.sample()
         return self._twice_mw_ns / 2e12  # mW·ns -> J is 1e-3 * 1e-9
 
@@ -439,22 +456,8 @@ class NvmlPowerMeter:
         return {"energy_samples": self._samples, "energy_sample_interval_s": self.poll_interval_s}
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._poller.close()
         self.gpu.close()
-
-    def _run(self) -> None:
-        # Event.wait sleeps in the kernel between samples and returns the moment
-        # stop() sets the event, so the thread costs one NVML call per interval.
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                self.sample()
-            except MeterError as err:
-                # A gap in the samples would be bridged by a straight line nobody
-                # measured; better to report the energy as unavailable.
-                self._error = err
-                return
 
     def sample(self) -> None:
         """Read the power now and add the trapezoid since the previous sample (the thread calls this)."""
