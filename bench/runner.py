@@ -271,7 +271,7 @@ def _measure(
             for name, s in sessions.items()
         }
         timed_step = _pipeline_step(workload, timed, batch, sessions.values())
-        scenario = scenarios.SCENARIOS[config.scenario].from_config(config, note=observer.stage)
+        scenario = scenarios.build(config, note=observer.stage)
         observer.stage(f"measuring ({config.scenario})")
         gpu_state = GpuStateProbe(config.device)
         probes = [HostMemoryProbe(), DeviceMemoryProbe(config.device), EnergyProbe(config.device), gpu_state]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from ..errors import UserError
 from .base import Scenario
 from .latency import LatencyScenario
@@ -14,10 +16,11 @@ SCENARIOS: dict[str, type[Scenario]] = {
     ServerScenario.name: ServerScenario,
 }
 
-__all__ = ["SCENARIOS", "Scenario", "ServerSettings", "get"]
+__all__ = ["SCENARIOS", "Scenario", "ServerSettings", "build"]
 
 
-def get(name: str) -> Scenario:
-    if name not in SCENARIOS:
-        raise UserError(f"unknown scenario {name!r}; choose from: {', '.join(SCENARIOS)}")
-    return SCENARIOS[name]()
+def build(config: Any, note: Callable[[str], None] | None = None) -> Scenario:
+    """The scenario a run config asks for, set up from it (the server takes its load settings)."""
+    if config.scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {config.scenario!r}; choose from: {', '.join(SCENARIOS)}")
+    return SCENARIOS[config.scenario].from_config(config, note=note)
