@@ -39,8 +39,16 @@ def test_help_lists_commands_and_does_not_import_torch() -> None:
         "print('HEAVY', heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "run" in out.stdout and "list" in out.stdout and "env" in out.stdout
+    assert "run" in out.stdout and "list" in out.stdout and "env" in out.stdout and "sweep" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_option_help_keeps_bracketed_defaults() -> None:
+    result = invoke("run", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())  # help is wrapped to the terminal width
+    assert "[default: 1 for latency, 8 for throughput]" in text
+    assert "[default: $AIGCBENCH_STORE or ./aigcbench.db]" in text
 
 
 def test_list_backends_json_shows_pytorch_available() -> None:
