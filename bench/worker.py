@@ -30,6 +30,9 @@ from typing import IO
 
 # Progress is throttled: the parent only redraws, and each event wakes it.
 EVENT_INTERVAL_S = 0.5
+# Exit status when the parent has gone away (EX_TEMPFAIL: nothing was wrong with the cell).
+PARENT_GONE = 75
+_PR_SET_PDEATHSIG = 1
 
 
 class PipeObserver:
@@ -53,7 +56,29 @@ class PipeObserver:
             self._stream.write(json.dumps(event) + "\n")
             self._stream.flush()
         except BrokenPipeError:
-            pass  # the parent stopped listening (it is killing us); the record still matters
+            # The parent reads until we exit, so a closed pipe means it is gone:
+            # nobody will store this record, and the machine should be free again.
+            os._exit(PARENT_GONE)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the parent dies (prctl PR_SET_PDEATHSIG).
+
+    A parent killed outright (SIGKILL, OOM) cannot stop its worker; without
+    this the worker would go on measuring for nobody, competing with whatever
+    runs next. Elsewhere the broken progress pipe ends it at its next event.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(PARENT_GONE)
 
 
 def _event_stream() -> IO[str]:
@@ -68,6 +93,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m aigcbench.bench.worker CONFIG.json RECORD.json", file=sys.stderr)
         return 2
+    _die_with_parent()
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     events = _event_stream()

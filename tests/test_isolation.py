@@ -82,3 +82,41 @@ def test_ctrl_c_kills_the_worker_and_propagates() -> None:
     # The worker was reaped: no child of ours is left running.
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_worker_dies_with_its_parent() -> None:
+    """A parent killed outright (SIGKILL, the OOM killer) must not leave its worker measuring for nobody."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    code = (
+        "from aigcbench.bench.config import RunConfig\n"
+        "from aigcbench.bench.isolation import run_isolated\n"
+        "class Q:\n    def stage(self, t): pass\n    def loop(self, *a): pass\n"
+        "c = RunConfig.from_options({'workload': 'dcgan', 'backend': 'null', 'size': 'tiny',"
+        " 'options': {'fault': 'hang'}})\n"
+        "run_isolated(c, timeout_s=600, observer=Q())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not workers:
+            workers = psutil.Process(parent.pid).children()
+            time.sleep(0.2)
+        assert workers, "the parent never started a worker"
+        time.sleep(3)  # the worker is now hanging in the null backend
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
+    finally:
+        parent.kill()
+        for worker in workers:  # on failure, do not leave an orphan hanging
+            try:
+                worker.kill()
+            except psutil.NoSuchProcess:
+                pass
