@@ -14,6 +14,7 @@ missing library becomes a reason string instead of an ImportError.
 from __future__ import annotations
 
 import abc
+import importlib
 from importlib import metadata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
@@ -85,6 +86,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def available(self) -> str | None:
         """None when the backend can run on this machine, else why not (one line)."""
+
+    def missing_library(self, module: str) -> str | None:
+        """Why the runtime `module` does not import, with the command that installs it; None if it does."""
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            how = f"pip install 'aigcbench[{self.extra}]'" if self.extra else f"pip install {module}"
+            return f"{module} is not installed ({how}): {exc}"
+        return None
 
     # Distributions that may provide the runtime (a CPU and a GPU build, say), in order.
     distributions: ClassVar[tuple[str, ...]] = ()

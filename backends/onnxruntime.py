@@ -32,7 +32,6 @@ PROVIDERS = {
     "openvino": ("OpenVINOExecutionProvider", "CPUExecutionProvider"),
 }
 GPU_PROVIDERS = ("cuda", "tensorrt")
-INSTALL = "pip install 'aigcbench[onnx]'"
 
 
 def _provider_choice(device: str, options: Mapping[str, str]) -> str:
@@ -121,11 +120,7 @@ class OnnxRuntimeBackend(Backend):
     }
 
     def available(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return f"onnxruntime is not installed ({INSTALL})"
-        return None
+        return self.missing_library("onnxruntime")
 
     def check_options(self, options: Mapping[str, str]) -> None:
         choice(options, "provider", tuple(PROVIDERS), "cpu")

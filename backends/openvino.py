@@ -32,7 +32,6 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}
 RUN_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-INSTALL = "pip install 'aigcbench[openvino]'"
 
 
 def ov_device(device: str) -> str:
@@ -170,11 +169,7 @@ class OpenVinoBackend(Backend):
     }
 
     def available(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return f"openvino is not installed ({INSTALL})"
-        return None
+        return self.missing_library("openvino")
 
     def check_options(self, options: Mapping[str, str]) -> None:
         choice(options, "hint", tuple(HINTS), "latency")

@@ -57,11 +57,7 @@ class PyTorchBackend(Backend):
     }
 
     def available(self) -> str | None:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            return f"torch is not importable ({exc}); pip install torch"
-        return None
+        return self.missing_library("torch")
 
     def check_options(self, options: Mapping[str, str]) -> None:
         if "threads" in options:

@@ -139,10 +139,11 @@ class TorchCompileBackend(Backend):
     }
 
     def available(self) -> str | None:
-        try:
-            import torch
-        except ImportError as exc:
-            return f"torch is not importable ({exc}); pip install torch"
+        missing = self.missing_library("torch")
+        if missing is not None:
+            return missing
+        import torch
+
         if not hasattr(torch, "compile"):
             return f"torch {torch.__version__} has no torch.compile (needs torch ≥ 2.0)"
         import torch._dynamo

@@ -89,3 +89,10 @@ class TestBackendContract:
 def test_unknown_backend_lists_the_valid_names() -> None:
     with pytest.raises(UserError, match="choose from: .*pytorch"):
         backends.get("nope")
+
+
+def test_a_missing_runtime_names_the_extra_that_installs_it() -> None:
+    backend = backends.get("onnxruntime")
+    assert backend.missing_library("onnxruntime") is None
+    reason = backend.missing_library("no_such_runtime_module")
+    assert reason.startswith("no_such_runtime_module is not installed (pip install 'aigcbench[onnx]')")
