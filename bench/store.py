@@ -217,6 +217,56 @@ class Store:
             documents = [d for d in documents if wanted_labels <= d["labels"].items()]
         return [Record.from_dict(d) for d in documents]
 
+    def select(self, selection: Any, *, samples: bool = True) -> list[Record]:
+        """Records matching a `reports.select.Selection`, oldest first.
+
+        The indexed columns and `created_at` are filtered in SQL. With
+        `samples=False` the records come back with empty `samples` (a report
+        loads them later only for the cells a chart draws; see `samples_of`).
+        """
+        query = sa.select(_records.c.record_json).order_by(_records.c.id)
+        for column, wanted in selection.columns.items():
+            query = query.where(_records.c[column].in_(list(wanted)))
+        if selection.since is not None:
+            query = query.where(_records.c.created_at >= selection.since)
+        if selection.until is not None:
+            query = query.where(_records.c.created_at < selection.until)
+        with self._engine.connect() as conn:
+            documents = [json.loads(text) for text in conn.execute(query).scalars()]
+        wanted_labels = dict(selection.labels)
+        documents = [
+            d for d in documents if all(d["labels"].get(k) in v for k, v in wanted_labels.items())
+        ]
+        if not samples:
+            for d in documents:
+                d["samples"] = {}
+        return [Record.from_dict(d) for d in documents]
+
+    def samples_of(self, run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The raw samples of the given runs, by run_id (what `select(samples=False)` left out)."""
+        if not run_ids:
+            return {}
+        query = sa.select(_records.c.run_id, _records.c.record_json).where(_records.c.run_id.in_(list(run_ids)))
+        with self._engine.connect() as conn:
+            return {run_id: json.loads(text)["samples"] for run_id, text in conn.execute(query)}
+
+    def label_keys(self) -> set[str]:
+        """Every label key some stored record carries (to refuse a mistyped `--where` key)."""
+        with self._engine.connect() as conn:
+            texts = conn.execute(sa.select(_records.c.labels_json).distinct()).scalars()
+            return {key for text in texts for key in json.loads(text)}
+
+    def holdings(self) -> dict[str, Any]:
+        """What the store holds, by selection key: shown when a selection matches nothing."""
+        held: dict[str, Any] = {"records": self.count()}
+        with self._engine.connect() as conn:
+            for key, column in (("workload", "workload"), ("backend", "backend"), ("hardware", "hardware_key"),
+                                ("scenario", "scenario"), ("status", "status")):
+                values = conn.execute(sa.select(_records.c[column]).distinct().order_by(_records.c[column])).scalars()
+                held[key] = [v for v in values if v is not None]
+        held["labels"] = sorted(self.label_keys())
+        return held
+
     def count(self) -> int:
         """How many records the store holds."""
         with self._engine.connect() as conn:

@@ -4,7 +4,9 @@ Importing this package imports typer and rich only; each command imports torch
 and the rest of aigcbench inside its body, so `aigcbench --help` stays fast.
 """
 
-from . import env_cmd, list_cmd, run_cmd, sweep_cmd  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    compare_cmd, env_cmd, export_cmd, history_cmd, import_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd,
+)
 from .app import app
 
 __all__ = ["app"]

@@ -1,0 +1,1 @@
+"""`aigcbench compare`: (being written)."""

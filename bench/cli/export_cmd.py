@@ -1,0 +1,1 @@
+"""`aigcbench export`: (being written)."""

@@ -1,0 +1,1 @@
+"""`aigcbench history`: (being written)."""

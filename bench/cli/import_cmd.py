@@ -1,0 +1,1 @@
+"""`aigcbench import`: (being written)."""

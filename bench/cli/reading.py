@@ -1,0 +1,85 @@
+"""What every reading command (report, compare, history, export) shares: `--where`, `--store`, loading.
+
+The option texts are defined once here and used by each command, so the
+grammar reads the same in every `--help` (DESIGN.md, principle 5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import UserError
+
+WHERE_HELP = (
+    "Select records: KEY=VALUE, repeatable; keys: workload, size, backend, precision, device, hardware, "
+    "scenario, batch, status, since, until, or any label (commit, branch...); VALUE may be a,b (either)."
+)
+STORE_HELP = "Store: a SQLite path or a SQLAlchemy URL [default: $AIGCBENCH_STORE or ./aigcbench.db]."
+
+
+def load_records(where: Sequence[str], store: str | None, *, samples: bool = True) -> tuple[list[Any], str]:
+    """The stored records a `--where` selection names, and the store's URL.
+
+    Refuses (UserError, exit 2) a store that does not exist (reading never
+    creates one), a malformed or unknown key, and a selection that matches
+    nothing — saying what the store does hold.
+    """
+    from ...reports.select import parse_where
+    from ..store import Store, resolve_store_url
+
+    selection = parse_where(where)
+    if not Store.exists(store):
+        raise UserError(f"no store at {resolve_store_url(store)}: run a sweep first, or pass --store")
+    with Store.open(store) as opened:
+        selection.check_labels(opened.label_keys())
+        records = opened.select(selection, samples=samples)
+        if not records:
+            raise UserError(nothing_matches(selection, opened.holdings()))
+        return records, opened.url
+
+
+def nothing_matches(selection: Any, held: dict[str, Any]) -> str:
+    """One line: the selection matched nothing, and what there is to select from."""
+    if not held.get("records"):
+        return f"the store holds no records (selection: {selection.describe()})"
+    shown = "; ".join(
+        f"{key}: {', '.join(map(str, values)) or '—'}"
+        for key, values in held.items() if key != "records"
+    )
+    return f"no record matches {selection.describe()}; the store holds {held['records']} records ({shown})"
+
+
+def check_output(path: Path | None, suffixes: Sequence[str], flag: str = "-o") -> str | None:
+    """Refuse an output path before anything is read: unknown suffix, missing folder, a directory.
+
+    Returns the suffix (without the dot), or None when no path was given.
+    """
+    if path is None:
+        return None
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in suffixes:
+        raise UserError(f"{flag} {path}: unknown format {path.suffix or '(none)'!r}; choose from "
+                        + ", ".join(f".{s}" for s in suffixes))
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {parent} does not exist")
+    return suffix
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing (a report is never left half-written)."""
+    import os
+    import tempfile
+
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""`aigcbench report`: (being written)."""
