@@ -45,8 +45,7 @@ class LoopResult:
     device_latencies_ns: tuple[int, ...] | None = None
     items: int | None = None
     total_items: int | None = None
-    details: Mapping[str, Any] | None = None
-    invalid_reason: str | None = None
+    outcome: Any = None  # e.g. scenarios.server.ServerOutcome
 
     @property
     def iterations(self) -> int:

@@ -108,6 +108,18 @@ def test_an_overloaded_trial_stops_early_and_fails() -> None:
     assert len(trial.latencies_ns) < 662
 
 
+def _details(result):
+    from aigcbench.bench.derive import describe_outcome
+
+    return describe_outcome(result.outcome)[0]
+
+
+def _reason(result):
+    from aigcbench.bench.derive import describe_outcome
+
+    return describe_outcome(result.outcome)[1]
+
+
 def _search(service_ns: int, slo_s: float, seed: int = 0):
     clock = FakeClock()
     step, _ = _fixed_service(clock, service_ns)
@@ -117,8 +129,8 @@ def _search(service_ns: int, slo_s: float, seed: int = 0):
 
 def test_find_max_rate_brackets_then_bisects_to_the_tolerance() -> None:
     result = _search(10 * MS, 0.050)
-    details = result.details
-    assert result.invalid_reason is None
+    details = _details(result)
+    assert _reason(result) is None
     trials = details["search"]["trials"]
     passing = [t["rate_qps"] for t in trials if t["passed"]]
     failing = [t["rate_qps"] for t in trials if not t["passed"]]
@@ -137,14 +149,14 @@ def test_find_max_rate_brackets_then_bisects_to_the_tolerance() -> None:
 
 
 def test_find_max_rate_is_repeatable_for_a_seed() -> None:
-    assert _search(10 * MS, 0.050, seed=4).details == _search(10 * MS, 0.050, seed=4).details
+    assert _search(10 * MS, 0.050, seed=4).outcome == _search(10 * MS, 0.050, seed=4).outcome
 
 
 def test_no_rate_meets_an_slo_below_the_service_time_and_no_trial_runs() -> None:
     result = _search(80 * MS, 0.050)
-    assert result.details["capacity_items_per_s"] is None
-    assert "over the SLO" in result.invalid_reason
-    assert result.details["search"]["trials"] == []
+    assert _details(result)["capacity_items_per_s"] is None
+    assert "over the SLO" in _reason(result)
+    assert _details(result)["search"]["trials"] == []
     assert len(result.latencies_ns) == 3  # the calibration batches, nothing queued
 
 
@@ -154,7 +166,7 @@ def test_a_search_that_cannot_collect_662_queries_within_the_cap_is_refused_up_f
     scenario = ServerScenario(ServerSettings(slo_p99_s=10.0, find_max_rate=True))
     rule = StopRule(min_duration_s=1, min_iterations=10, max_duration_s=600)
     result = scenario.run(step, rule, clock)
-    assert "over --max-duration 600 s" in result.invalid_reason
+    assert "over --max-duration 600 s" in _reason(result)
     assert len(calls) == 3
 
 

@@ -19,8 +19,16 @@ class Probe(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def result(self) -> dict[str, Any]:
-        """The measurement, valid after `__exit__`; keys carry units."""
+    def result(self, elapsed_s: float | None = None) -> dict[str, Any]:
+        """The measurement, valid after `__exit__`; keys carry units.
+
+        `elapsed_s` is the region's duration as the harness's clock measured it
+        (principle 2: the harness owns the clock); a probe that reports a rate
+        over the region (mean power) divides by it, the others ignore it.
+        """
+
+    def warnings(self) -> list[str]:
+        """Sentences the record should carry about the region (a throttled GPU), valid after `__exit__`."""
 
 
 def unavailable(reason: str) -> str:

@@ -101,11 +101,15 @@ class DeviceMemoryProbe:
             )
         self._result = {**values, **self._close_nvml()}
 
-    def result(self) -> dict[str, Any]:
+    def result(self, elapsed_s: float | None = None) -> dict[str, Any]:
         """Peak allocated and reserved bytes, this process's NVML bytes, or None with the reason."""
         if self._result is None:
             raise RuntimeError("DeviceMemoryProbe.result() is valid only after the region ends")
         return dict(self._result)
+
+    def warnings(self) -> list[str]:
+        """Nothing this probe reads calls for a warning."""
+        return []
 
     def _torch_unavailable_reason(self) -> str | None:
         kind = self.device.split(":", 1)[0]

@@ -178,6 +178,10 @@ class EnergyProbe:
             **self._details,
         }
 
+    def warnings(self) -> list[str]:
+        """Nothing this probe reads calls for a warning."""
+        return []
+
     def _start_meter(self) -> _Meter | str:
         """The started meter for this device, or the `unavailable: ...` reason there is none."""
         if is_cuda(self.device):

@@ -154,7 +154,7 @@ class GpuStateProbe:
         else:
             self._result = {"gpu_state": state, "gpu_state_source": SOURCE}
 
-    def result(self) -> dict[str, Any]:
+    def result(self, elapsed_s: float | None = None) -> dict[str, Any]:
         """The before/after readings and their source, valid after the region ends."""
         if self._result is None:
             raise RuntimeError("GpuStateProbe.result() is valid only after the region ends")

@@ -84,7 +84,7 @@ class HostMemoryProbe:
         """Whether the sampling thread is still running (False once the region has ended)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def result(self) -> dict[str, Any]:
+    def result(self, elapsed_s: float | None = None) -> dict[str, Any]:
         """Peak sampled RSS over the region, and the process's lifetime peak, in bytes."""
         if not self._done:
             raise RuntimeError("HostMemoryProbe.result() is valid only after the region ends")
@@ -95,6 +95,10 @@ class HostMemoryProbe:
             # After a reset the lifetime mark is gone (it *is* the region's peak).
             "process_peak_rss_bytes": process_peak_rss_bytes(self.pid) if self._source == SOURCE else None,
         }
+
+    def warnings(self) -> list[str]:
+        """Nothing this probe reads calls for a warning."""
+        return []
 
     def _run(self) -> None:
         # Event.wait returns True the moment __exit__ sets it: no sleep to finish.

@@ -27,10 +27,12 @@ planning uses.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from enum import Enum
+from typing import Any, Callable, Mapping
 
 from ..clock import Clock
 from ..errors import UserError
@@ -83,6 +85,83 @@ class ServerSettings:
             raise UserError(f"max trials must be ≥ 2, got {self.max_trials}")
 
 
+class TrialVerdict(str, Enum):
+    """How a trial was judged against the SLO (the sentence for each is in reports/server_text.py)."""
+
+    PASSED = "passed"
+    OVERLOADED = "overloaded"  # stopped early: too many queries already late
+    MAX_DURATION = "max-duration"  # stopped at --max-duration with queries unserved
+    TOO_FEW_QUERIES = "too-few-queries"  # fewer than a p99 early-stopping estimate needs
+    OVER_SLO = "over-slo"  # the p99 early-stopping estimate exceeds the SLO
+
+
+class SearchResult(str, Enum):
+    """How a capacity search ended."""
+
+    CONVERGED = "converged"  # bracket within the tolerance
+    NO_PASSING_RATE = "no-passing-rate"  # halved down to the floor, nothing passed
+    NO_FAILING_RATE = "no-failing-rate"  # trial cap reached while every rate passed
+    TRIAL_CAP = "trial-cap"  # trial cap reached with the bracket still wider than the tolerance
+    BATCH_OVER_SLO = "batch-over-slo"  # one batch alone is slower than the SLO: no trial run
+    TOO_SLOW_FOR_ESTIMATE = "too-slow-for-estimate"  # 662 queries cannot fit in --max-duration: no trial run
+
+
+@dataclass(frozen=True)
+class ServerOutcome:
+    """What a server run found, as data: every trial's numbers, the chosen one, the search's end.
+
+    `details()` is the record's `metrics.server` without prose; the sentences
+    (a trial's why, the search's result, the record's reason) are written by
+    `aigcbench.reports.server_text` from these fields.
+    """
+
+    settings: ServerSettings
+    shown: Mapping[str, Any] | None  # the trial whose samples are the record's (None: no trial ran)
+    trials: tuple[Mapping[str, Any], ...] = ()
+    search: SearchResult | None = None  # None: a single trial at a fixed rate
+    bracket_qps: tuple[float | None, float | None] = (None, None)  # highest passing, lowest failing
+    service_time_s: float | None = None  # one batch back to back (the search's calibration)
+    needed_queries: int | None = None
+    shortest_s: float | None = None
+    max_duration_s: float | None = None
+
+    @property
+    def capacity_qps(self) -> float | None:
+        """The highest passing rate of a search (None when nothing passed, or no search ran)."""
+        return self.bracket_qps[0] if self.search is not None else None
+
+    @property
+    def valid(self) -> bool:
+        if self.settings.find_max_rate:
+            return self.capacity_qps is not None
+        return self.settings.slo_p99_s is None or bool(self.shown and self.shown["passed"])
+
+    def details(self) -> dict[str, Any]:
+        settings = self.settings
+        shown = dict(self.shown or {})
+        details: dict[str, Any] = {
+            "rate_qps": shown.get("rate_qps"),
+            "max_batch": settings.max_batch,
+            "max_wait_s": settings.max_wait_s,
+            "slo_p99_s": settings.slo_p99_s,
+            "batching": "padded to max_batch",
+            **({k: v for k, v in shown.items() if k != "rate_qps"} if shown else {"queries": 0}),
+        }
+        if settings.find_max_rate:
+            capacity = shown if self.capacity_qps is not None else {}
+            details["capacity_items_per_s"] = self.capacity_qps
+            details["capacity_p99_s"] = capacity.get("p99_s")
+            details["capacity_p99_bound_s"] = capacity.get("p99_bound_s")
+            details["capacity_samples"] = capacity.get("queries")
+            details["search"] = {
+                "service_time_s": self.service_time_s,
+                "tolerance": settings.search_tolerance,
+                "outcome": self.search.value if self.search else None,
+                "trials": [dict(t) for t in self.trials],
+            }
+        return details
+
+
 @dataclass
 class Trial:
     """One run at one offered rate: per-query latencies and what they say about the SLO."""
@@ -97,7 +176,7 @@ class Trial:
     p99_s: float | None = None
     p99_bound_s: float | None = None
     passed: bool | None = None
-    why: str | None = None
+    verdict: TrialVerdict | None = None
     # Time of each dispatched batch: tells queueing apart from a batch itself
     # running slower than back to back (a CPU or GPU waking from idle).
     service_ns: list[int] = field(default_factory=list)
@@ -115,7 +194,7 @@ class Trial:
             "late_queries": self.late,
             "unfinished_queries": self.unfinished,
             "passed": self.passed,
-            "why": self.why,
+            "verdict": self.verdict.value if self.verdict else None,
             "stop_reason": self.stop_reason,
         }
 
@@ -253,19 +332,17 @@ def _judge(trial: Trial, settings: ServerSettings) -> None:
         trial.p99_bound_s = bound / 1e9 if bound is not None else None
     if settings.slo_p99_s is None:
         return
-    slo = settings.slo_p99_s
     if trial.stop_reason == "overloaded":
-        trial.passed, trial.why = False, f"overloaded: {trial.late} queries already over the SLO, trial stopped"
+        trial.verdict = TrialVerdict.OVERLOADED
     elif trial.stop_reason == "max-duration":
-        trial.passed = False
-        trial.why = f"stopped at --max-duration after {len(ordered)} queries ({trial.unfinished} unserved)"
+        trial.verdict = TrialVerdict.MAX_DURATION
     elif trial.p99_bound_s is None:
-        trial.passed = False
-        trial.why = f"{len(ordered)} queries are too few for a p99 early-stopping estimate (needs {early_stopping_min_samples(P99)})"
-    elif trial.p99_bound_s > slo:
-        trial.passed, trial.why = False, f"p99 early-stopping estimate {trial.p99_bound_s:.4g} s exceeds the SLO {slo:.4g} s"
+        trial.verdict = TrialVerdict.TOO_FEW_QUERIES
+    elif trial.p99_bound_s > settings.slo_p99_s:
+        trial.verdict = TrialVerdict.OVER_SLO
     else:
-        trial.passed = True
+        trial.verdict = TrialVerdict.PASSED
+    trial.passed = trial.verdict is TrialVerdict.PASSED
 
 
 def _real_sleep(clock: Clock) -> Sleep:
@@ -335,15 +412,14 @@ class ServerScenario(Scenario):
 
         if not self.settings.find_max_rate:
             assert self.settings.rate_qps is not None
-            return _result([trial(self.settings.rate_qps)], chosen=0, settings=self.settings, search=None)
+            only = trial(self.settings.rate_qps)
+            return _result([only], only, ServerOutcome(self.settings, only.summary(), (only.summary(),)))
         calibration = _calibrate(step, clock)
         service_s = sorted(calibration)[len(calibration) // 2] / 1e9
-        search: dict[str, Any] = {"service_time_s": service_s, "tolerance": self.settings.search_tolerance}
         infeasible = _infeasible(service_s, self.settings, rule)
         if infeasible is not None:
-            search["result"] = infeasible
-            return _no_search(calibration, self.settings, search)
-        return _search(trial, service_s, self.settings, search)
+            return _no_search(calibration, infeasible)
+        return _search(trial, service_s, self.settings)
 
 
 def _calibrate(step: Callable[[], object], clock: Clock) -> list[int]:
@@ -356,47 +432,38 @@ def _calibrate(step: Callable[[], object], clock: Clock) -> list[int]:
     return times
 
 
-def _infeasible(service_s: float, settings: ServerSettings, rule: StopRule) -> str | None:
-    """Why no trial is worth running, or None: the answer is known from one batch's time.
+def _infeasible(service_s: float, settings: ServerSettings, rule: StopRule) -> ServerOutcome | None:
+    """The outcome when no trial is worth running, or None: the answer is known from one batch's time.
 
     A batch slower than the SLO fails at any rate; and when even back-to-back
     batches cannot deliver the queries a p99 estimate needs within
     --max-duration, every trial would end at that cap, unjudged.
     """
     assert settings.slo_p99_s is not None
+    base = ServerOutcome(settings, None, service_time_s=service_s, max_duration_s=rule.max_duration_s)
     if service_s > settings.slo_p99_s:
-        return f"one batch takes {service_s:.4g} s, over the SLO {settings.slo_p99_s:.4g} s: no arrival rate can meet it"
+        return dataclasses.replace(base, search=SearchResult.BATCH_OVER_SLO)
     needed = _min_queries(rule, settings)
     shortest_s = needed * service_s / settings.max_batch
     if shortest_s > rule.max_duration_s:
-        return (
-            f"{needed} queries (the p99 estimate's minimum) take at least {shortest_s:.4g} s at "
-            f"{service_s:.4g} s a batch, over --max-duration {rule.max_duration_s:g} s"
+        return dataclasses.replace(
+            base, search=SearchResult.TOO_SLOW_FOR_ESTIMATE, needed_queries=needed, shortest_s=shortest_s
         )
     return None
 
 
-def _no_search(calibration_ns: list[int], settings: ServerSettings, search: dict[str, Any]) -> LoopResult:
+def _no_search(calibration_ns: list[int], outcome: ServerOutcome) -> LoopResult:
     """An invalid result whose only samples are the calibration batches (latency with no queueing)."""
-    details: dict[str, Any] = {
-        "rate_qps": None, "max_batch": settings.max_batch, "max_wait_s": settings.max_wait_s,
-        "slo_p99_s": settings.slo_p99_s, "batching": "padded to max_batch", "queries": 0,
-        "capacity_items_per_s": None, "capacity_p99_s": None, "capacity_p99_bound_s": None,
-        "capacity_samples": None, "search": {**search, "trials": []},
-    }
     return LoopResult(
         latencies_ns=tuple(calibration_ns),
         wall_ns=sum(calibration_ns),
         stop_reason="calibration-only",
-        items=len(calibration_ns) * settings.max_batch,
-        details=details,
-        invalid_reason=f"server: {search['result']}",
+        items=len(calibration_ns) * outcome.settings.max_batch,
+        outcome=outcome,
     )
 
 
-def _search(
-    trial: Callable[[float], Trial], service_s: float, settings: ServerSettings, search: dict[str, Any]
-) -> LoopResult:
+def _search(trial: Callable[[float], Trial], service_s: float, settings: ServerSettings) -> LoopResult:
     """Bracket the capacity by doubling/halving from half the single-batch rate, then bisect."""
     trials: list[Trial] = []
 
@@ -424,47 +491,33 @@ def _search(
         current = run((lo.rate_qps + hi.rate_qps) / 2)
         lo, hi = (current, hi) if current.passed else (lo, current)
     if lo is None:
-        search["result"] = f"no rate down to {trials[-1].rate_qps:.4g} queries/s met the SLO"
+        result = SearchResult.NO_PASSING_RATE
     elif hi is None:
-        search["result"] = f"stopped after {len(trials)} trials without finding a failing rate (capacity ≥ reported)"
+        result = SearchResult.NO_FAILING_RATE
     elif hi.rate_qps / lo.rate_qps - 1 > settings.search_tolerance:
-        search["result"] = f"stopped after {len(trials)} trials; bracket [{lo.rate_qps:.4g}, {hi.rate_qps:.4g}] queries/s"
+        result = SearchResult.TRIAL_CAP
     else:
-        search["result"] = f"converged: capacity in [{lo.rate_qps:.4g}, {hi.rate_qps:.4g}) queries/s"
-    chosen = trials.index(lo) if lo is not None else None
-    return _result(trials, chosen=chosen, settings=settings, search=search)
+        result = SearchResult.CONVERGED
+    # With nothing passing, the slowest trial's samples are the ones shown.
+    shown = lo if lo is not None else min(trials, key=lambda t: t.rate_qps)
+    outcome = ServerOutcome(
+        settings,
+        shown.summary(),
+        tuple(t.summary() for t in trials),
+        search=result,
+        bracket_qps=(lo.rate_qps if lo else None, hi.rate_qps if hi else None),
+        service_time_s=service_s,
+    )
+    return _result(trials, shown, outcome)
 
 
-def _result(trials: list[Trial], chosen: int | None, settings: ServerSettings, search: dict[str, Any] | None) -> LoopResult:
-    """The chosen trial's samples, every trial's summary, and the validity verdict."""
-    shown = trials[chosen] if chosen is not None else min(trials, key=lambda t: t.rate_qps)
-    details: dict[str, Any] = {
-        "rate_qps": shown.rate_qps,
-        "max_batch": settings.max_batch,
-        "max_wait_s": settings.max_wait_s,
-        "slo_p99_s": settings.slo_p99_s,
-        "batching": "padded to max_batch",
-        **{k: v for k, v in shown.summary().items() if k != "rate_qps"},
-    }
-    invalid: str | None = None
-    if settings.find_max_rate:
-        assert search is not None
-        capacity = shown if chosen is not None else None
-        details["capacity_items_per_s"] = capacity.rate_qps if capacity else None
-        details["capacity_p99_s"] = capacity.p99_s if capacity else None
-        details["capacity_p99_bound_s"] = capacity.p99_bound_s if capacity else None
-        details["capacity_samples"] = len(capacity.latencies_ns) if capacity else None
-        details["search"] = {**search, "trials": [t.summary() for t in trials]}
-        if capacity is None:
-            invalid = f"server: {search['result']}"
-    elif settings.slo_p99_s is not None and not shown.passed:
-        invalid = f"server at {shown.rate_qps:.4g} queries/s: {shown.why}"
+def _result(trials: list[Trial], shown: Trial, outcome: ServerOutcome) -> LoopResult:
+    """The shown trial's samples, and the typed outcome of the whole run."""
     return LoopResult(
         latencies_ns=tuple(shown.latencies_ns),
         wall_ns=shown.wall_ns,
         stop_reason=shown.stop_reason,
         items=len(shown.latencies_ns),
         total_items=sum(len(t.latencies_ns) for t in trials),
-        details=details,
-        invalid_reason=invalid,
+        outcome=outcome,
     )
