@@ -188,7 +188,9 @@ class OpenVinoBackend(Backend):
         if precision in CAPABILITIES and name != "AUTO":
             capabilities = list(core.get_property(name, "OPTIMIZATION_CAPABILITIES"))
             if CAPABILITIES[precision] not in capabilities:
-                raise UserError(
+                # This machine lacks it, another has it: unavailable here (exit 3; a sweep skips the
+                # cell), not bad input — the protocol's rule in Backend.check_device.
+                raise BackendUnavailable(
                     f"--precision {precision}: OpenVINO {name} on this machine computes {', '.join(capabilities)} "
                     f"(OPTIMIZATION_CAPABILITIES), not {CAPABILITIES[precision]}"
                 )
