@@ -11,8 +11,10 @@ alike::
 
 Records are never updated or deleted: a result, once measured, is evidence.
 Each record is kept whole as JSON (`record_json`); the columns next to it copy
-the fields reports select on, so those selections use an index instead of
-parsing every document.
+the fields reports select on, labels get a table of their own, and a copy
+without samples serves listings, so a whole `--where` selection runs as
+indexed SQL and a report over a large store parses no sample arrays it does
+not draw (tables and upgrades of older stores: `store_layout`).
 
 A store refuses what it did not create. A file that is not SQLite, or a SQLite
 database holding someone else's tables, is left byte-for-byte untouched: it is
@@ -22,10 +24,11 @@ write to it is opened.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +37,19 @@ from sqlalchemy.engine import Engine, make_url
 
 from .errors import UserError
 from .record import SCHEMA_VERSION, Record
+from .store_layout import META_TABLE, STORE_LAYOUT
+from .store_layout import backfill as _backfill
+from .store_layout import chunks as _chunks
+from .store_layout import labels as _labels
+from .store_layout import meta as _meta
+from .store_layout import metadata as _metadata
+from .store_layout import records as _records
+from .store_layout import rows as _rows
+from .store_layout import upgrade as _upgrade
 
 ENV_VAR = "AIGCBENCH_STORE"
 DEFAULT_PATH = "aigcbench.db"
 APPLICATION = "aigcbench"
-META_TABLE = "aigcbench_meta"
 
 # How long a writer waits for another process's transaction before giving up.
 # Sweeps run one worker process per cell, all appending to one file: waiting a
@@ -47,35 +58,6 @@ BUSY_TIMEOUT_S = 30
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _WRITE = "aigcbench_write"  # execution option: this transaction will write
-
-_metadata = sa.MetaData()
-
-_meta = sa.Table(
-    META_TABLE,
-    _metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-_records = sa.Table(
-    "records",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("created_at", sa.String(40), index=True),
-    sa.Column("status", sa.String(16), index=True),
-    sa.Column("workload", sa.String(128), index=True),
-    sa.Column("size", sa.String(32), index=True),
-    sa.Column("backend", sa.String(64), index=True),
-    sa.Column("device", sa.String(64), index=True),
-    sa.Column("precision", sa.String(16), index=True),
-    sa.Column("scenario", sa.String(32), index=True),
-    sa.Column("batch_size", sa.Integer, index=True),
-    sa.Column("hardware_key", sa.String(128), index=True),
-    sa.Column("git_commit", sa.String(64), index=True),
-    sa.Column("labels_json", sa.Text, nullable=False),
-    sa.Column("record_json", sa.Text, nullable=False),
-)
 
 
 def resolve_store_url(value: str | None) -> str:
@@ -159,31 +141,42 @@ class Store:
 
     def append(self, record: Record) -> None:
         """Add one record in its own transaction; a run_id already stored is a `UserError`."""
-        data = record.to_dict()
-        workload, backend = data["workload"], data["backend"]
-        scenario, environment = data["scenario"], data["environment"]
-        row = {
-            "run_id": data["run_id"],
-            "created_at": data["created_at"],
-            "status": data["status"],
-            "workload": workload.get("name"),
-            "size": workload.get("size"),
-            "backend": backend.get("name"),
-            "device": backend.get("device"),
-            "precision": backend.get("precision"),
-            "scenario": scenario.get("name"),
-            "batch_size": scenario.get("batch_size"),
-            "hardware_key": environment.get("hardware_key"),
-            "git_commit": data["git_commit"],
-            "labels_json": json.dumps(data["labels"], sort_keys=True),
-            "record_json": json.dumps(data, separators=(",", ":"), allow_nan=False),
-        }
+        row, labels = _rows(record)
         try:
             with self._writer.begin() as conn:
-                conn.execute(_records.insert().values(**row))
+                conn.execute(_records.insert(), [row])
+                if labels:
+                    conn.execute(_labels.insert(), labels)
         except sa.exc.IntegrityError:
             # run_id is the only unique column, so this is a duplicate.
             raise UserError(f"run {record.run_id} is already in store {self._url}; records are never replaced") from None
+
+    def append_many(self, records: Iterable[Record]) -> int:
+        """Add records in one transaction (all or nothing); returns how many were new.
+
+        A run_id already stored (or given twice) is skipped, not refused: importing
+        the same file twice adds nothing the second time.
+        """
+        fresh: dict[str, Record] = {}
+        for record in records:
+            fresh.setdefault(record.run_id, record)
+        try:
+            with self._writer.begin() as conn:
+                for chunk in _chunks(list(fresh)):
+                    held = conn.execute(sa.select(_records.c.run_id).where(_records.c.run_id.in_(chunk)))
+                    for run_id in held.scalars():
+                        del fresh[run_id]
+                for chunk in _chunks(list(fresh.values())):
+                    rows = [_rows(record) for record in chunk]
+                    conn.execute(_records.insert(), [row for row, _ in rows])
+                    labels = [label for _, row_labels in rows for label in row_labels]
+                    if labels:
+                        conn.execute(_labels.insert(), labels)
+        except sa.exc.IntegrityError:
+            # Only on a server database, where another writer stored one of these runs meanwhile.
+            raise UserError(f"store {self._url}: another writer added some of these runs meanwhile; "
+                            "nothing was added, run the command again") from None
+        return len(fresh)
 
     def records(
         self,
@@ -199,62 +192,44 @@ class Store:
         `labels` matches records carrying all the given key=value pairs (and
         possibly more), e.g. ``labels={"branch": "main"}``.
         """
-        query = sa.select(_records.c.record_json).order_by(_records.c.id)
-        for column, wanted in (
-            (_records.c.workload, workload),
-            (_records.c.backend, backend),
-            (_records.c.status, status),
-            (_records.c.hardware_key, hardware_key),
-        ):
-            if wanted is not None:
-                query = query.where(column == wanted)
-        with self._engine.connect() as conn:
-            documents = [json.loads(text) for text in conn.execute(query).scalars()]
-        if labels:
-            # Matched here rather than in SQL: JSON operators differ between
-            # SQLite and PostgreSQL, and the indexed columns have already narrowed the rows.
-            wanted_labels = dict(labels).items()
-            documents = [d for d in documents if wanted_labels <= d["labels"].items()]
-        return [Record.from_dict(d) for d in documents]
+        columns = {"workload": workload, "backend": backend, "status": status, "hardware_key": hardware_key}
+        query = _where(
+            sa.select(_records.c.record_json),
+            {column: (value,) for column, value in columns.items() if value is not None},
+            {key: (value,) for key, value in (labels or {}).items()},
+        )
+        return self._read(query)
 
     def select(self, selection: Any, *, samples: bool = True) -> list[Record]:
-        """Records matching a `reports.select.Selection`, oldest first.
+        """Records matching a `reports.select.Selection`, oldest first; the whole selection runs in SQL.
 
-        The indexed columns and `created_at` are filtered in SQL. With
-        `samples=False` the records come back with empty `samples` (a report
-        loads them later only for the cells a chart draws; see `samples_of`).
+        With `samples=False` only the stored summaries are read and the records
+        come back with empty `samples`: a report over a large store loads the
+        sample arrays later, just for the cells a chart draws (`samples_of`).
         """
-        query = sa.select(_records.c.record_json).order_by(_records.c.id)
-        for column, wanted in selection.columns.items():
-            query = query.where(_records.c[column].in_(list(wanted)))
+        # A row an older aigcbench appended since this store was opened has no summary yet: read it whole.
+        summary = sa.func.coalesce(_records.c.summary_json, _records.c.record_json)
+        document = _records.c.record_json if samples else summary
+        query = _where(sa.select(document), selection.columns, selection.labels)
         if selection.since is not None:
             query = query.where(_records.c.created_at >= selection.since)
         if selection.until is not None:
             query = query.where(_records.c.created_at < selection.until)
-        with self._engine.connect() as conn:
-            documents = [json.loads(text) for text in conn.execute(query).scalars()]
-        wanted_labels = dict(selection.labels)
-        documents = [
-            d for d in documents if all(d["labels"].get(k) in v for k, v in wanted_labels.items())
-        ]
-        if not samples:
-            for d in documents:
-                d["samples"] = {}
-        return [Record.from_dict(d) for d in documents]
+        return self._read(query)
 
     def samples_of(self, run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """The raw samples of the given runs, by run_id (what `select(samples=False)` left out)."""
-        if not run_ids:
-            return {}
-        query = sa.select(_records.c.run_id, _records.c.record_json).where(_records.c.run_id.in_(list(run_ids)))
+        found: dict[str, dict[str, Any]] = {}
         with self._engine.connect() as conn:
-            return {run_id: json.loads(text)["samples"] for run_id, text in conn.execute(query)}
+            for chunk in _chunks(list(dict.fromkeys(run_ids))):
+                query = sa.select(_records.c.run_id, _records.c.record_json).where(_records.c.run_id.in_(chunk))
+                found.update((run_id, json.loads(text)["samples"]) for run_id, text in conn.execute(query))
+        return found
 
     def label_keys(self) -> set[str]:
         """Every label key some stored record carries (to refuse a mistyped `--where` key)."""
         with self._engine.connect() as conn:
-            texts = conn.execute(sa.select(_records.c.labels_json).distinct()).scalars()
-            return {key for text in texts for key in json.loads(text)}
+            return set(conn.execute(sa.select(_labels.c.key).distinct()).scalars())
 
     def holdings(self) -> dict[str, Any]:
         """What the store holds, by selection key: shown when a selection matches nothing."""
@@ -285,9 +260,14 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self._url!r})"
 
+    def _read(self, query: sa.Select) -> list[Record]:
+        with self._engine.connect() as conn:
+            texts = conn.execute(query.order_by(_records.c.id)).scalars().all()
+        return _decode(texts)
+
     def _initialise(self, where: str) -> None:
-        # One write transaction: when two processes open a brand-new store at
-        # once, the second waits for the first and then finds its tables.
+        # One write transaction: when two processes open a brand-new (or an old)
+        # store at once, the second waits for the first and then finds its tables.
         with self._writer.begin() as conn:
             tables = sa.inspect(conn).get_table_names()
             meta = {}
@@ -300,8 +280,41 @@ class Store:
                     [
                         {"key": "application", "value": APPLICATION},
                         {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                        {"key": "store_layout", "value": str(STORE_LAYOUT)},
                     ],
                 )
+                return
+            if meta.get("store_layout") is None:
+                _upgrade(conn)
+            _backfill(conn)
+
+
+def _decode(texts: Sequence[str]) -> list[Record]:
+    """Records from their stored JSON texts, fast enough for a whole large store.
+
+    The texts are parsed as one JSON array (one decoder call, keys shared
+    between documents), and with the cyclic garbage collector paused: building
+    many small dicts otherwise triggers full collections over everything
+    already built, which costs more than the parsing itself.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        documents = json.loads("[" + ",".join(texts) + "]")
+        return [Record.from_dict(document) for document in documents]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _where(query: sa.Select, columns: Mapping[str, Collection[Any]], labels: Mapping[str, Collection[str]]) -> sa.Select:
+    """Add per-column and per-label alternatives: OR within a key, AND across keys."""
+    for column, wanted in columns.items():
+        query = query.where(_records.c[column].in_(list(wanted)))
+    for key, wanted in labels.items():
+        carriers = sa.select(_labels.c.run_id).where(_labels.c.key == key, _labels.c.value.in_(list(wanted)))
+        query = query.where(_records.c.run_id.in_(carriers))
+    return query
 
 
 def _is_blank(where: str, tables: Collection[str], meta: Mapping[str, str]) -> bool:

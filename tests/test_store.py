@@ -85,7 +85,8 @@ def test_duplicate_run_id_is_refused_and_changes_nothing(tmp_path):
 
 def test_store_has_no_update_or_delete_api():
     public = {name for name in dir(Store) if not name.startswith("_")}
-    assert public == {"open", "exists", "append", "records", "count", "close", "url"}
+    assert public == {"open", "exists", "append", "append_many", "records", "select", "samples_of",
+                      "label_keys", "holdings", "count", "close", "url"}
 
 
 def test_exists_never_creates_a_store(tmp_path):
@@ -226,3 +227,87 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
         run_ids = {r.run_id for r in store.records()}
         assert len(store.records(labels={"writer": "a"})) == 100
     assert run_ids == {f"{p}-{i:03d}" for p in "ab" for i in range(100)}
+
+
+def _old_layout_store(path: Path, records: list[Record]) -> None:
+    """A store as the previous aigcbench wrote it: no summary column, no labels table, no store_layout."""
+    import json
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE aigcbench_meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL)")
+        conn.executemany("INSERT INTO aigcbench_meta VALUES (?, ?)",
+                         [("application", "aigcbench"), ("schema_version", str(SCHEMA_VERSION))])
+        conn.execute(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id VARCHAR(64) NOT NULL UNIQUE, "
+            "created_at VARCHAR(40), status VARCHAR(16), workload VARCHAR(128), size VARCHAR(32), "
+            "backend VARCHAR(64), device VARCHAR(64), precision VARCHAR(16), scenario VARCHAR(32), "
+            "batch_size INTEGER, hardware_key VARCHAR(128), git_commit VARCHAR(64), "
+            "labels_json TEXT NOT NULL, record_json TEXT NOT NULL)"
+        )
+        for r in records:
+            d = r.to_dict()
+            conn.execute(
+                "INSERT INTO records (run_id, created_at, status, workload, size, backend, device, precision, "
+                "scenario, batch_size, hardware_key, git_commit, labels_json, record_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (d["run_id"], d["created_at"], d["status"], d["workload"]["name"], d["workload"].get("size"),
+                 d["backend"]["name"], d["backend"].get("device"), d["backend"].get("precision"),
+                 d["scenario"]["name"], d["scenario"]["batch_size"], d["environment"]["hardware_key"],
+                 d["git_commit"], json.dumps(d["labels"]), json.dumps(d)),
+            )
+    conn.close()
+
+
+def test_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
+    from aigcbench.reports.select import parse_where
+
+    path = tmp_path / "old.db"
+    old = [make_record(labels={"branch": "main", "commit": "a"}), make_record(labels={"branch": "dev"}),
+           make_record(labels={})]
+    _old_layout_store(path, old)
+    with Store.open(str(path)) as store:
+        assert [r.to_dict() for r in store.records()] == [r.to_dict() for r in old]  # nothing lost
+        assert store.label_keys() == {"branch", "commit"}
+        light = store.select(parse_where(["branch=main"]), samples=False)
+        assert [r.run_id for r in light] == [old[0].run_id] and light[0].samples == {}
+        assert store.samples_of([old[1].run_id]) == {old[1].run_id: dict(old[1].samples)}
+        store.append(make_record(labels={"branch": "main"}))
+        assert len(store.records(labels={"branch": "main"})) == 2
+    with sqlite3.connect(path) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM aigcbench_meta"))
+    conn.close()
+    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["store_layout"] == "2"
+    with Store.open(str(path)) as again:  # a second open finds the upgrade done
+        assert again.count() == 4
+
+
+def test_rows_an_older_writer_appends_later_are_backfilled_at_open(tmp_path):
+    import json
+
+    path = tmp_path / "s.db"
+    Store.open(str(path)).close()
+    late = make_record(labels={"writer": "old"})
+    with sqlite3.connect(path) as conn:  # what the previous aigcbench's append writes: no summary, no labels
+        conn.execute("INSERT INTO records (run_id, labels_json, record_json, status) VALUES (?, ?, ?, 'ok')",
+                     (late.run_id, json.dumps(dict(late.labels)), json.dumps(late.to_dict())))
+    conn.close()
+    with Store.open(str(path)) as store:
+        assert store.label_keys() == {"writer"}
+        from aigcbench.reports.select import parse_where
+        (back,) = store.select(parse_where(["writer=old"]), samples=False)
+        assert back.to_dict() == {**late.to_dict(), "samples": {}}
+
+
+def test_append_many_skips_stored_runs_and_is_all_or_nothing(tmp_path):
+    first, second, third = make_record(), make_record(), make_record()
+    with Store.open(str(tmp_path / "s.db")) as store:
+        store.append(first)
+        assert store.append_many([first, second, second, third]) == 2  # stored and repeated runs skipped
+        assert [r.run_id for r in store.records()] == [first.run_id, second.run_id, third.run_id]
+        assert store.append_many([first, second]) == 0
+        broken = dataclasses.replace(make_record(), metrics={"x": float("nan")})  # not storable JSON
+        with pytest.raises(ValueError):
+            store.append_many([make_record(), broken])
+        assert store.count() == 3
+        with pytest.raises(UserError, match=first.run_id):
+            store.append(first)  # `append` still refuses a duplicate
