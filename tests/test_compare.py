@@ -312,10 +312,10 @@ def _bad_inputs(tmp_path: Path, real: np.ndarray) -> dict[str, list[str]]:
     write_json(_records(real, 1, backend="other"), tmp_path / "other.json")
     out = str(tmp_path / "out.md")
     return {
-        "no such file": ["compare", a, str(tmp_path / "missing.json"), "--markdown", out],
-        "not JSON": ["compare", a, str(tmp_path / "text.json"), "--markdown", out],
-        "not an aigcbench record": ["compare", str(tmp_path / "bench.json"), b, "--markdown", out],
-        "schema_version 99": ["compare", a, str(tmp_path / "future.json"), "--markdown", out],
+        "cannot read": ["compare", a, str(tmp_path / "missing.json"), "--markdown", out],
+        "not valid JSON": ["compare", a, str(tmp_path / "text.json"), "--markdown", out],
+        "neither an aigcbench record": ["compare", str(tmp_path / "bench.json"), b, "--markdown", out],
+        "schema_version 99 is not supported": ["compare", a, str(tmp_path / "future.json"), "--markdown", out],
         "no cell is in both sets": ["compare", a, str(tmp_path / "other.json"), "--markdown", out],
         "unknown metric": ["compare", a, b, "--metric", "latency_p51_s", "--markdown", out],
         "ambiguous": ["compare", a, b, "--threshold", "0.05", "--markdown", out],

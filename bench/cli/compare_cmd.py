@@ -118,53 +118,11 @@ def _load(source: tuple[str, Any], store: str | None) -> tuple[list[Any], str]:
 
 
 def read_record_file(path: Path) -> list[Any]:
-    """Records of one aigcbench JSON file: one record object, a list of records, or JSON lines.
+    """Records of one file: aigcbench JSON (object, list, JSON lines) or pytest-benchmark JSON.
 
-    Uses `reports.ingest.read_records` when it exists (it also reads
-    pytest-benchmark JSON); otherwise this minimal reader, which refuses
-    (UserError) a missing file, text that is not JSON, documents that are not
-    aigcbench records, a schema_version it does not read, and an empty file.
+    `reports.ingest.read_records` refuses (UserError) a missing file, text that
+    is not JSON, documents of neither format and a schema_version it does not read.
     """
-    try:
-        from ...reports.ingest import read_records  # type: ignore[attr-defined]
-    except ImportError:
-        return _read_aigcbench_json(path)
+    from ...reports.ingest import read_records
+
     return list(read_records(path))
-
-
-def _read_aigcbench_json(path: Path) -> list[Any]:
-    import json
-
-    from ..record import Record
-
-    if not path.is_file():
-        raise UserError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read: {exc}") from None
-    try:
-        parsed = json.loads(text)
-        documents = parsed if isinstance(parsed, list) else [parsed]
-    except json.JSONDecodeError as whole:
-        documents = []
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    documents.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}: not JSON ({whole.msg}, line {whole.lineno})") from None
-    if not documents:
-        raise UserError(f"{path}: holds no records")
-    records = []
-    for index, document in enumerate(documents):
-        where = f"{path}" if len(documents) == 1 else f"{path} (record {index + 1})"
-        if not isinstance(document, dict) or "schema_version" not in document:
-            raise UserError(f"{where}: not an aigcbench record (no schema_version)")
-        try:
-            records.append(Record.from_dict(document))
-        except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"{where}: not an aigcbench record ({exc})") from None
-    return records
