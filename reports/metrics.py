@@ -180,6 +180,10 @@ def _device_latency_samples(record: Record) -> Sequence[float] | None:
     return (record.samples or {}).get("device_latency_s")
 
 
+def _search_tolerance(record: Record) -> float | None:
+    return ((_metrics(record).get("server") or {}).get("search") or {}).get("tolerance")
+
+
 def _latency_metric(key: str, label: str, description: str) -> Metric:
     return Metric(f"latency_{key}_s", label, "s", "lower", _latency(key), _latency_samples, description)
 
@@ -198,6 +202,8 @@ _ALL: tuple[Metric, ...] = (
            _throughput_samples, "items completed over the loop's wall time"),
     Metric("capacity_items_per_s", "capacity under SLO", "items/s", "higher", _plain("capacity_items_per_s"), None,
            "highest Poisson arrival rate whose p99 meets the SLO (server scenario)"),
+    Metric("capacity_search_tolerance", "capacity search tolerance", "1", "lower", _search_tolerance, None,
+           "relative width the capacity search stops at: capacities closer than this are not told apart"),
     Metric("cold_start_total_s", "cold start", "s", "lower", _cold("total"), None,
            "build + export + prepare + first call"),
     *(Metric(f"cold_start_{part}_s", f"cold start: {part.replace('_', ' ')}", "s", "lower", _cold(part), None,

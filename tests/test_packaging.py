@@ -38,5 +38,7 @@ def test_wheel_contains_every_subpackage_and_module(tmp_path: Path) -> None:
         for folder in SUBPACKAGE_ROOTS for py in (ROOT / folder).rglob("*.py")
     }
     assert not sorted(modules - names), "modules missing from the wheel"
+    templates = {f"aigcbench/reports/templates/{t.name}" for t in (ROOT / "reports" / "templates").glob("*.j2")}
+    assert templates and not sorted(templates - names), "report templates missing from the wheel (package-data)"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "aigcbench = aigcbench.bench.cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()
