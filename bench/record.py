@@ -136,14 +136,20 @@ class Record:
 def write_json(records: list[Record] | Record, path: Path) -> None:
     """Write one record (an object) or several (a list) atomically: never a half-written file."""
     payload: Any = records.to_dict() if isinstance(records, Record) else [r.to_dict() for r in records]
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise UserError(f"--json {path}: folder {directory} does not exist")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file beside it, renamed over it once complete."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..record import write_text_atomic  # noqa: F401  (the commands write their outputs with it)
 
 WHERE_HELP = (
     "Select records: KEY=VALUE, repeatable; keys: workload, size, backend, precision, device, hardware, "
@@ -67,19 +68,3 @@ def check_output(path: Path | None, suffixes: Sequence[str], flag: str = "-o") -
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: folder {parent} does not exist")
     return suffix
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing (a report is never left half-written)."""
-    import os
-    import tempfile
-
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
