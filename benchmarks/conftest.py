@@ -36,7 +36,7 @@ def parity_rows(request: pytest.FixtureRequest) -> list[Parity | Skipped]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     overhead = config.stash.get(OVERHEAD_LINES, [])
     if overhead:
-        terminalreporter.write_sep("=", "harness overhead (null backend)")
+        terminalreporter.write_sep("=", "aigcbench's own cost: the harness (null backend) and the readers")
         for line in overhead:
             terminalreporter.write_line(line)
     rows = config.stash.get(PARITY_ROWS, [])

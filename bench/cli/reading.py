@@ -58,12 +58,12 @@ def check_output(path: Path | None, suffixes: Sequence[str], flag: str = "-o") -
     """
     if path is None:
         return None
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory")
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in suffixes:
         raise UserError(f"{flag} {path}: unknown format {path.suffix or '(none)'!r}; choose from "
                         + ", ".join(f".{s}" for s in suffixes))
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a directory")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: folder {parent} does not exist")
