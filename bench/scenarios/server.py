@@ -31,8 +31,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from ..clock import Clock
 from ..errors import UserError
@@ -40,6 +39,7 @@ from ..measure import DeviceTimer, LoopResult, OnIteration
 from ..stats import early_stopping_bound, early_stopping_min_samples, percentile
 from ..stopping import StopRule
 from .base import Scenario
+from .server_outcome import SearchResult, ServerOutcome, TrialVerdict
 
 P99 = 0.99
 # A trial stops as soon as this share of its planned queries is already late:
@@ -83,83 +83,6 @@ class ServerSettings:
             raise UserError(f"search tolerance must be in (0, 1), got {self.search_tolerance}")
         if self.max_trials < 2:
             raise UserError(f"max trials must be ≥ 2, got {self.max_trials}")
-
-
-class TrialVerdict(str, Enum):
-    """How a trial was judged against the SLO (the sentence for each is in reports/server_text.py)."""
-
-    PASSED = "passed"
-    OVERLOADED = "overloaded"  # stopped early: too many queries already late
-    MAX_DURATION = "max-duration"  # stopped at --max-duration with queries unserved
-    TOO_FEW_QUERIES = "too-few-queries"  # fewer than a p99 early-stopping estimate needs
-    OVER_SLO = "over-slo"  # the p99 early-stopping estimate exceeds the SLO
-
-
-class SearchResult(str, Enum):
-    """How a capacity search ended."""
-
-    CONVERGED = "converged"  # bracket within the tolerance
-    NO_PASSING_RATE = "no-passing-rate"  # halved down to the floor, nothing passed
-    NO_FAILING_RATE = "no-failing-rate"  # trial cap reached while every rate passed
-    TRIAL_CAP = "trial-cap"  # trial cap reached with the bracket still wider than the tolerance
-    BATCH_OVER_SLO = "batch-over-slo"  # one batch alone is slower than the SLO: no trial run
-    TOO_SLOW_FOR_ESTIMATE = "too-slow-for-estimate"  # 662 queries cannot fit in --max-duration: no trial run
-
-
-@dataclass(frozen=True)
-class ServerOutcome:
-    """What a server run found, as data: every trial's numbers, the chosen one, the search's end.
-
-    `details()` is the record's `metrics.server` without prose; the sentences
-    (a trial's why, the search's result, the record's reason) are written by
-    `aigcbench.reports.server_text` from these fields.
-    """
-
-    settings: ServerSettings
-    shown: Mapping[str, Any] | None  # the trial whose samples are the record's (None: no trial ran)
-    trials: tuple[Mapping[str, Any], ...] = ()
-    search: SearchResult | None = None  # None: a single trial at a fixed rate
-    bracket_qps: tuple[float | None, float | None] = (None, None)  # highest passing, lowest failing
-    service_time_s: float | None = None  # one batch back to back (the search's calibration)
-    needed_queries: int | None = None
-    shortest_s: float | None = None
-    max_duration_s: float | None = None
-
-    @property
-    def capacity_qps(self) -> float | None:
-        """The highest passing rate of a search (None when nothing passed, or no search ran)."""
-        return self.bracket_qps[0] if self.search is not None else None
-
-    @property
-    def valid(self) -> bool:
-        if self.settings.find_max_rate:
-            return self.capacity_qps is not None
-        return self.settings.slo_p99_s is None or bool(self.shown and self.shown["passed"])
-
-    def details(self) -> dict[str, Any]:
-        settings = self.settings
-        shown = dict(self.shown or {})
-        details: dict[str, Any] = {
-            "rate_qps": shown.get("rate_qps"),
-            "max_batch": settings.max_batch,
-            "max_wait_s": settings.max_wait_s,
-            "slo_p99_s": settings.slo_p99_s,
-            "batching": "padded to max_batch",
-            **({k: v for k, v in shown.items() if k != "rate_qps"} if shown else {"queries": 0}),
-        }
-        if settings.find_max_rate:
-            capacity = shown if self.capacity_qps is not None else {}
-            details["capacity_items_per_s"] = self.capacity_qps
-            details["capacity_p99_s"] = capacity.get("p99_s")
-            details["capacity_p99_bound_s"] = capacity.get("p99_bound_s")
-            details["capacity_samples"] = capacity.get("queries")
-            details["search"] = {
-                "service_time_s": self.service_time_s,
-                "tolerance": settings.search_tolerance,
-                "outcome": self.search.value if self.search else None,
-                "trials": [dict(t) for t in self.trials],
-            }
-        return details
 
 
 @dataclass
