@@ -73,15 +73,11 @@ def verdict(m: Measurement) -> tuple[str, str | None]:
         return "invalid", _fidelity_reason(fidelity)
     outcome = m.loop.outcome if m.loop is not None else None
     if outcome is not None and not outcome.valid:
-        return "invalid", describe_outcome(outcome)[1]
+        from ..reports import server_text
+
+        return "invalid", server_text.invalid_reason(outcome)
     return "ok", None
 
-
-def describe_outcome(outcome: Any) -> tuple[dict[str, Any], str | None]:
-    """A scenario's typed outcome as the record's block and, when invalid, its reason (words from reports/)."""
-    from ..reports import server_text
-
-    return server_text.record_details(outcome), server_text.invalid_reason(outcome)
 
 
 def failed(reason: str) -> Measurement:
@@ -146,7 +142,9 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
         **dict(m.probes),
     )
     if loop.outcome is not None:
-        details = describe_outcome(loop.outcome)[0]
+        from ..reports import server_text
+
+        details = server_text.record_details(loop.outcome)
         metrics[cell.config.scenario] = details
         if "capacity_items_per_s" in details:
             metrics["capacity_items_per_s"] = details["capacity_items_per_s"]

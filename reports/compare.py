@@ -61,7 +61,7 @@ from ..bench.errors import UserError
 from ..bench.record import Record
 from . import metrics as metric_registry
 from .metrics import Metric
-from .select import cell_key, cell_label
+from .select import cell_key, cell_label, group_by_cell as group_cells
 
 ALPHA = 0.001
 CONFIDENCE = 1.0 - ALPHA
@@ -370,14 +370,6 @@ class Comparison:
 
 
 _ORDER: dict[str, int] = {"regressed": 0, "improved": 1, "broken": 2, "unchanged": 3}
-
-
-def group_cells(records: Iterable[Record]) -> dict[str, list[Record]]:
-    """Records by cell key, in first-seen order (reruns of one configuration land together)."""
-    cells: dict[str, list[Record]] = {}
-    for record in records:
-        cells.setdefault(cell_key(record), []).append(record)
-    return cells
 
 
 def _status_change(base: SideStatus, new: SideStatus) -> StatusChange | None:

@@ -68,7 +68,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 from ..bench.record import Record
 from .metrics import Metric
-from .select import cell_key, cell_label, normalise_timestamp
+from .select import cell_label, group_by_cell, normalise_timestamp
 
 SCHEMA_VERSION = 1
 MIN_SIZE = 3
@@ -193,10 +193,7 @@ def ranked(cells: Iterable[CellHistory]) -> list[CellHistory]:
 
 def analyse(records: Iterable[Record], metric: Metric, *, selection: str = "all records") -> History:
     """The history of `metric` for every cell among `records` (cells ordered by label)."""
-    by_cell: dict[str, list[Record]] = {}
-    for record in records:
-        by_cell.setdefault(cell_key(record), []).append(record)
-    cells = [cell_history(key, group, metric) for key, group in by_cell.items()]
+    cells = [cell_history(key, group, metric) for key, group in group_by_cell(records).items()]
     cells.sort(key=lambda c: (c.label, c.key))
     return History(metric.name, metric.label, metric.unit, metric.direction, selection, tuple(cells))
 

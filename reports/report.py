@@ -20,9 +20,9 @@ Pure functions from records to frozen results; nothing here prints or draws.
 * Speed-up is against eager PyTorch fp32 (`pytorch`, `fp32`) on the same
   hardware, device and batch size, oriented so that > 1 is better.
 
-`headline_run_ids(records)` names the records whose raw samples the analysis
-needs (one per cell); the caller loads just those (`Store.samples_of`) and
-passes them to `analyse`.
+`analyse` needs raw samples only for the record that shows each cell; records
+loaded without samples get them from `load_samples(run_ids)` (the CLI passes
+`Store.samples_of`), called once for just those runs.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from ..bench.record import Record
 from . import metrics
-from .select import cell_key, cell_label, normalise_timestamp
+from .select import cell_key, cell_label, group_by_cell, normalise_timestamp
 
 SCHEMA_VERSION = 1
 CI_LEVEL = 0.95
@@ -143,6 +143,8 @@ class Report:
     selection: str = "all records"
     store: str = ""
     schema_version: int = SCHEMA_VERSION
+    # The record each row shows, by run id, with its raw samples: what the charts draw.
+    shown: Mapping[str, Record] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -170,25 +172,12 @@ def oriented_ratio(metric: metrics.Metric, value: float, other: float) -> float 
 
 # ----------------------------------------------------------------------------- cells
 
-def _cells(records: Iterable[Record]) -> dict[str, list[Record]]:
-    cells: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        cells[cell_key(record)].append(record)
-    return cells
-
-
 def _chosen(records: Sequence[Record]) -> Record:
     """The record a cell is shown by: the best status, newest first (insertion order breaks a tie)."""
     indexed = list(enumerate(records))
     best = min(_STATUS_ORDER[r.status] for r in records)
     return max(((i, r) for i, r in indexed if _STATUS_ORDER[r.status] == best),
                key=lambda pair: (normalise_timestamp(pair[1].created_at), pair[0]))[1]
-
-
-def headline_run_ids(records: Iterable[Record]) -> list[str]:
-    """The run ids whose raw samples `analyse` needs: each cell's chosen record, unless it failed."""
-    chosen = (_chosen(group) for group in _cells(records).values())
-    return [r.run_id for r in chosen if r.status != "failed"]
 
 
 def _group_key(record: Record) -> tuple[str, str, str]:
@@ -205,13 +194,13 @@ def _group_metric(chosen: Sequence[Record]) -> metrics.Metric:
     return metrics.get("latency_p50_s")
 
 
-def _row(record: Record, runs: int, metric: metrics.Metric) -> Row:
+def _row(cell: str, record: Record, runs: int, metric: metrics.Metric) -> Row:
     m = metrics.METRICS
     b = record.backend
     value = metric.value(record)
     parts = tuple((p, v) for p in metrics.COLD_START_PARTS if (v := m[f"cold_start_{p}_s"].value(record)) is not None)
     return Row(
-        cell=cell_key(record), run_id=record.run_id, label=cell_label(record),
+        cell=cell, run_id=record.run_id, label=cell_label(record),
         hardware=str(record.environment.get("hardware_key")), backend=str(b.get("name")),
         device=str(b.get("device")), precision=str(b.get("precision")),
         batch=int(record.scenario.get("batch_size") or 1), status=record.status, reason=record.reason, runs=runs,
@@ -275,23 +264,29 @@ def verdict(rows: Sequence[Row], metric: metrics.Metric) -> Verdict:
     return Verdict("winner", (leader.cell,), runner.cell, margin, basis, tolerance)
 
 
-def analyse(records: Sequence[Record], samples: Mapping[str, Mapping[str, Any]] | None = None, *,
+SampleLoader = Callable[[list[str]], Mapping[str, Mapping[str, Any]]]
+
+
+def analyse(records: Sequence[Record], load_samples: SampleLoader | None = None, *,
             selection: str = "all records", store: str = "") -> Report:
-    """The report's analysis. `samples` maps run ids to raw samples for records loaded without them."""
-    samples = samples or {}
-    filled = [dataclasses.replace(r, samples=samples[r.run_id]) if not r.samples and r.run_id in samples else r
-              for r in records]
-    by_group: dict[tuple[str, str, str], list[tuple[Record, int]]] = defaultdict(list)
-    for group in _cells(filled).values():
-        chosen = _chosen(group)
-        by_group[_group_key(chosen)].append((chosen, len(group)))
+    """The report's analysis; `load_samples` fills in raw samples of records loaded without them."""
+    chosen = {key: (_chosen(group), len(group)) for key, group in group_by_cell(records).items()}
+    missing = [r.run_id for r, _ in chosen.values() if r.status != "failed" and not r.samples]
+    loaded = load_samples(missing) if load_samples is not None and missing else {}
+    by_group: dict[tuple[str, str, str], list[tuple[str, Record, int]]] = defaultdict(list)
+    shown: dict[str, Record] = {}
+    for key, (record, runs) in chosen.items():
+        if record.run_id in loaded:
+            record = dataclasses.replace(record, samples=loaded[record.run_id])
+        shown[record.run_id] = record
+        by_group[_group_key(record)].append((key, record, runs))
     groups = []
     for (workload, size, scenario), cells in sorted(by_group.items()):
-        metric = _group_metric([r for r, _ in cells])
-        rows = _with_speedups(_ranked([_row(r, n, metric) for r, n in cells], metric), metric)
-        unit = str(cells[0][0].workload.get("unit") or "item")
+        metric = _group_metric([r for _, r, _ in cells])
+        rows = _with_speedups(_ranked([_row(k, r, n, metric) for k, r, n in cells], metric), metric)
+        unit = str(cells[0][1].workload.get("unit") or "item")
         groups.append(Group(workload, size, scenario, unit, metric.name, tuple(rows), verdict(rows, metric)))
-    return Report(tuple(groups), len(records), selection, store)
+    return Report(tuple(groups), len(records), selection, store, shown=shown)
 
 
 # ----------------------------------------------------------------------------- the answer in words

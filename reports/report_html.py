@@ -64,8 +64,8 @@ def group_view(group: Group, records: Mapping[str, Record]) -> GroupView:
     return GroupView(group, answer(group), headers, rows, views)
 
 
-def render_html(report: Report, records: Mapping[str, Record], generated_at: str) -> str:
-    """The report page; `records` by run id, with the raw samples of the cells the charts draw."""
+def render_html(report: Report, generated_at: str) -> str:
+    """The report page; the charts draw the raw samples of the records the rows show (`report.shown`)."""
     template = render.environment().get_template("report.html.j2")
-    return template.render(report=report, groups=[group_view(g, records) for g in report.groups],
+    return template.render(report=report, groups=[group_view(g, report.shown) for g in report.groups],
                            generated_at=generated_at)

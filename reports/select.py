@@ -235,6 +235,14 @@ def cell_key(record: Record) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def group_by_cell(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records by cell key, in first-seen order (reruns of one configuration land together)."""
+    cells: dict[str, list[Record]] = {}
+    for record in records:
+        cells.setdefault(cell_key(record), []).append(record)
+    return cells
+
+
 def cell_label(record: Record) -> str:
     """workload size · backend device precision · scenario bN · hardware, as one short string."""
     w, b, s = record.workload, record.backend, record.scenario

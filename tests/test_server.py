@@ -109,15 +109,15 @@ def test_an_overloaded_trial_stops_early_and_fails() -> None:
 
 
 def _details(result):
-    from aigcbench.bench.derive import describe_outcome
+    from aigcbench.reports.server_text import record_details
 
-    return describe_outcome(result.outcome)[0]
+    return record_details(result.outcome)
 
 
 def _reason(result):
-    from aigcbench.bench.derive import describe_outcome
+    from aigcbench.reports.server_text import invalid_reason
 
-    return describe_outcome(result.outcome)[1]
+    return invalid_reason(result.outcome)
 
 
 def _search(service_ns: int, slo_s: float, seed: int = 0):

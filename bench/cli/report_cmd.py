@@ -45,18 +45,16 @@ def report_command(
         suffix = check_output(output, FORMATS)
         records, url = load_records(where, store, samples=False)
         with Store.open(url) as opened:
-            samples = opened.samples_of(analysis.headline_run_ids(records))
-        result = analysis.analyse(records, samples, selection=parse_where(where).describe(), store=url)
+            result = analysis.analyse(records, opened.samples_of, selection=parse_where(where).describe(), store=url)
         # Logs and CI capture stdout without a terminal: give the table room there.
         console = Console(width=None if sys.stdout.isatty() else 160)
         console.print(answer_table(result))
         if output is not None and suffix is not None:
-            write_text_atomic(output, _render(suffix, result, records, samples))
+            write_text_atomic(output, _render(suffix, result, records))
             console.print(f"report written to {output}", highlight=False, markup=False)
 
 
-def _render(suffix: str, result: Any, records: list[Any], samples: dict[str, Any]) -> str:
-    import dataclasses
+def _render(suffix: str, result: Any, records: list[Any]) -> str:
     import json
 
     from ...reports import report as analysis
@@ -72,8 +70,7 @@ def _render(suffix: str, result: Any, records: list[Any], samples: dict[str, Any
     from ...bench.record import utc_now
     from ...reports.report_html import render_html
 
-    by_run = {r.run_id: dataclasses.replace(r, samples=samples[r.run_id]) for r in records if r.run_id in samples}
-    return render_html(result, by_run, generated_at=utc_now())
+    return render_html(result, generated_at=utc_now())
 
 
 def answer_table(result: Any) -> Any:
