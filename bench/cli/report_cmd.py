@@ -6,14 +6,13 @@ also writes the full report, its format chosen by the suffix.
 
 from __future__ import annotations
 
-import sys
 
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 from .reading import STORE_HELP, WHERE_HELP
 
 FORMATS = ("html", "md", "json", "csv")
@@ -35,19 +34,19 @@ def report_command(
     (unknown -o suffix, missing folder, a selection that matches nothing).
     """
     with user_errors():
-        from rich.console import Console
-
         from ...reports import report as analysis
+        from ..ceilings import without_ceilings
         from ..store import Store
         from .reading import check_output, load_records, write_text_atomic
         from ...reports.select import parse_where
 
         suffix = check_output(output, FORMATS)
         records, url = load_records(where, store, samples=False)
+        records = without_ceilings(records, parse_where(where))  # machine peaks, not a workload
         with Store.open(url) as opened:
             result = analysis.analyse(records, opened.samples_of, selection=parse_where(where).describe(), store=url)
         # Logs and CI capture stdout without a terminal: give the table room there.
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         console.print(answer_table(result))
         if output is not None and suffix is not None:
             write_text_atomic(output, _render(suffix, result, records))
