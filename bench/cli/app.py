@@ -22,6 +22,13 @@ PROG = "aigcbench"
 _CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def stdout_console() -> Any:
+    """A rich Console for results: the terminal's width, or 160 columns in a pipe or a CI log (never 80-column wrap)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def fail(message: str, code: int) -> "typer.Exit":
     typer.echo(f"{PROG}: {message}", err=True)
     return typer.Exit(code)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from ..errors import UserError
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 from .reading import STORE_HELP
 
 THRESHOLD_HELP = (
@@ -52,8 +51,6 @@ def compare_command(
     metric, bad threshold).
     """
     with user_errors():
-        from rich.console import Console
-
         from ...reports import metrics as registry
         from ...reports.compare import compare, parse_thresholds
         from ...reports.compare_render import markdown_report, no_match_message, rich_report, rich_verdict
@@ -74,7 +71,7 @@ def compare_command(
         if markdown is not None:
             write_text_atomic(markdown, markdown_report(comparison))
 
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         console.print(rich_report(comparison))
         for line in rich_verdict(comparison):
             console.print(line, soft_wrap=True)

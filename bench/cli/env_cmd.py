@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 
 
 @app.command("env")
@@ -19,8 +19,7 @@ def env_command(as_json: bool = typer.Option(False, "--json", help="Print JSON i
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
-        from rich.console import Console
 
         from ...reports.listing import environment_table
 
-        Console().print(environment_table(data))
+        stdout_console().print(environment_table(data))

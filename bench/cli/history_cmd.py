@@ -7,13 +7,12 @@ it finds, 2 for bad input.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 from .reading import STORE_HELP, WHERE_HELP
 
 FORMATS = ("html", "md", "json")
@@ -41,8 +40,6 @@ def history_command(
     input (unknown metric or -o suffix, missing folder, no matching record).
     """
     with user_errors():
-        from rich.console import Console
-
         from ...reports import history, history_render, metrics
         from ...reports.select import parse_where
         from .reading import check_output, load_records, write_text_atomic
@@ -52,7 +49,7 @@ def history_command(
         records, _url = load_records(where, store, samples=False)
         result = history.analyse(records, chosen, selection=parse_where(where).describe())
         # Logs and CI capture stdout without a terminal: give the table room there.
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         console.print(history_render.rich_table(result))
         console.print(history_render.summary_line(result), markup=False, highlight=False)
         if output is not None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import UserError
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 
 
 @app.command("run")
@@ -69,8 +68,6 @@ def run_command(
     2 on bad input, 3 when the backend or device is unavailable here.
     """
     with user_errors():
-        from rich.console import Console
-
         from ...reports.table import result_table, result_notes
         from ..config import RunConfig, parse_pairs
         from ..record import write_json
@@ -112,7 +109,7 @@ def run_command(
             write_json(record, json_path)
 
         # Logs and CI capture stdout without a terminal: give the table room there.
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         console.print(result_table([record]))
         for line in result_notes(record):
             console.print(line)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import UserError
-from .app import app, user_errors
+from .app import app, stdout_console, user_errors
 
 
 @app.command("sweep")
@@ -33,8 +32,6 @@ def sweep_command(
     (finished cells stay stored).
     """
     with user_errors():
-        from rich.console import Console
-
         from ...reports.sweep_table import sweep_counts, sweep_table
         from ..config import parse_pairs
         from ..probes.environment import fingerprint
@@ -55,7 +52,7 @@ def sweep_command(
         if json_path is not None and not json_path.parent.is_dir():
             raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
         skip = _checked(plan, unavailable_cells)
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = stdout_console()
         hardware_key = fingerprint()["hardware_key"]
         if dry_run:
             stored = {}
