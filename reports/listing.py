@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -52,3 +53,50 @@ def environment_table(env: Mapping[str, Any]) -> Table:
         table.add_row(name, version or "not installed")
     table.add_row("git commit", str(env.get("git_commit")))
     return table
+
+
+def hardware_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The hardware catalog, one `HardwareSpec.to_dict()` per row, in the catalog's units (in the headers)."""
+    # Twelve columns want about 120 characters, so borders and padding are trimmed; a narrower terminal
+    # gets cells shortened with '…' (`--json` keeps every number and every source).
+    table = Table(title="hardware", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="dense peaks in TFLOPS (int8: TOPS); memory GB; bandwidth GB/s; "
+                          "TDP W; launch price $; cloud $/h", caption_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    for column in ("GB", "GB/s", "fp32", "fp16", "bf16", "int8", "W", "$", "$/h"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("source", ratio=1)  # the one column that wraps on a narrow terminal
+    for row in rows:
+        peaks = row.get("peak_tflops") or {}
+        table.add_row(
+            escape(row["id"]), row["kind"],
+            _or_dash(row.get("memory_gb"), "{:.4g}"), _or_dash(row.get("memory_bw_gbs"), "{:.4g}"),
+            *(_or_dash(peaks.get(p), "{:.4g}") for p in ("fp32", "fp16", "bf16", "int8")),
+            _or_dash(row.get("tdp_w"), "{:g}"), _or_dash(row.get("launch_price_usd"), "{:,.0f}"),
+            _or_dash(row.get("cloud_usd_per_hour"), "{:.3g}"), escape(_short_source(row)),
+        )
+    return table
+
+
+def _or_dash(value: float | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _short_source(row: Mapping[str, Any]) -> str:
+    """Where a row comes from, in a few words: the first source's repository or web host, or its origin."""
+    origin, sources = row.get("origin", "catalog"), row.get("sources") or []
+    if origin == "measured":
+        return f"measured ({len(row.get('measured_run_ids') or [])} records)"
+    if origin != "catalog":
+        return origin
+    if not sources:
+        return "—"
+    first = sources[0]
+    if "://" in first:
+        from urllib.parse import urlparse
+
+        first = urlparse(first).netloc.removeprefix("www.")
+    else:
+        first = first.split("@", 1)[0]  # owner/repo@commit:path -> owner/repo
+    return first + (f" +{len(sources) - 1}" if len(sources) > 1 else "")
