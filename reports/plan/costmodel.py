@@ -1,0 +1,367 @@
+"""A workload's pipeline as operators with FLOPs and bytes, and its roofline time on a device.
+
+Each component is called once on the meta device under a dispatch mode that
+sees every aten operator: its FLOPs come from the formulas
+`torch.utils.flop_counter` uses (so the totals are exactly the workload's
+recorded `flops_per_item`), its bytes from the tensors it reads and writes.
+The call is traced at batch 1 and batch 2 and every operator fitted as
+`fixed + B × per_item`: what does not grow with the batch is the weights
+(read once per call), what does is activations. Nothing is guessed from
+layer types.
+
+On a device with a peak FLOP/s per precision and a memory bandwidth, an
+operator takes max(FLOPs / peak, bytes / bandwidth) (the roofline), and a
+batch the sum over operators. That is a floor on time; the planner's
+calibration turns it into a projection.
+
+The per-call operator lists are cached in `cache_dir()/costmodel.json`,
+keyed by the workload's architecture (not its steps or seed) and torch's
+version, so a ddpm plan at 4 or 50 steps shares one trace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry
+
+from ...bench.cache import cache_dir
+from ...bench.errors import UserError
+from ...workloads.base import Workload
+from ...workloads.flops import cache_key, meta_like, read_cache, write_cache
+
+CACHE_FILE = "costmodel.json"
+# Bump when the counting rules change (the skip list, the byte rule): old entries are then recounted.
+COUNTING_VERSION = 1
+
+ELEMENT_BYTES: Mapping[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
+# Where a device has no units for a precision it computes in the next one
+# (a GPU without bf16 tensor cores upcasts to fp32); bytes stay as asked.
+FALLBACK: Mapping[str, tuple[str, ...]] = {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "bf16": ("bf16", "fp32")}
+# PyTorch's defaults on CUDA: cuDNN convolutions asked for fp32 run in TF32
+# (torch.backends.cudnn.allow_tf32 = True) while matmuls stay fp32
+# (torch.backends.cuda.matmul.allow_tf32 = False). So on a device that lists a
+# TF32 rate, an fp32 convolution is charged at it; a UNet is mostly convolutions.
+TF32_OPERATORS = frozenset({"aten.convolution"})
+
+aten = torch.ops.aten
+# Operator's cost fields, in the order of a cached row and of CostModel's table.
+COST_FIELDS = (
+    "flops_fixed",
+    "flops_per_item",
+    "float_bytes_fixed",
+    "float_bytes_per_item",
+    "other_bytes_fixed",
+    "other_bytes_per_item",
+)
+# Operators that move no memory, besides the views torch's schemas declare
+# (`OpOverload.is_view`: view, t, transpose, expand, permute, slice, select,
+# unsqueeze, squeeze, as_strided, split, unbind, detach, alias...: the output
+# is a new shape over the same storage). `_unsafe_view` is reshape's view of a
+# fresh contiguous tensor and aliases in practice though its schema does not
+# say so; the `empty` family only allocates, and nothing reads or writes the
+# memory until the next operator, which is counted.
+NO_TRAFFIC = frozenset({aten._unsafe_view, aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty})
+
+
+class NoRoofline(ValueError):
+    """A device's spec lacks what a roofline needs (a peak at a usable precision, or a bandwidth)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Device(Protocol):
+    """What a roofline reads from a device (the catalog's HardwareSpec has it): None where unpublished."""
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None: ...
+
+    def peak_flops(self, precision: str) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One kind of aten operator call in a component, with how often it runs per batch.
+
+    Costs are linear in the batch size B: FLOPs = flops_fixed + B × flops_per_item
+    (flops_fixed is 0 for the models here), bytes likewise. Bytes are split by
+    dtype: floating-point tensors are counted at fp32 and scale with the
+    precision run; integer and bool tensors (timesteps, indices) do not.
+    """
+
+    component: str
+    op: str  # aten overload packet, e.g. "aten.convolution"
+    calls: int  # per batch: occurrences in one component call × the component's calls per batch
+    flops_fixed: int
+    flops_per_item: int
+    float_bytes_fixed: int  # at fp32; mostly the weights, read once per call whatever the batch
+    float_bytes_per_item: int
+    other_bytes_fixed: int
+    other_bytes_per_item: int
+
+    def flops(self, batch: int) -> int:
+        """FLOPs of one call of this operator at batch size `batch`."""
+        return self.flops_fixed + batch * self.flops_per_item
+
+    def bytes(self, batch: int, precision: str) -> int:
+        """Bytes read and written by one call at batch size `batch`, floats held at `precision`."""
+        floats = self.float_bytes_fixed + batch * self.float_bytes_per_item
+        return floats // 4 * element_bytes(precision) + self.other_bytes_fixed + batch * self.other_bytes_per_item
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The roofline time of one batch on one device, with its two terms.
+
+    `seconds` = Σ calls × max(compute, memory) per operator, so it lies
+    between max(compute_s, memory_s) and their sum. `bound` is the side that
+    won for the operators holding most of `seconds`.
+    """
+
+    seconds: float
+    compute_s: float  # Σ calls × FLOPs / peak
+    memory_s: float  # Σ calls × bytes / bandwidth
+    precision_run: str  # the precision the compute ran at, after fallback
+    bound: str  # "compute" | "memory"
+    flops: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A workload configuration's operators per batch, and what they cost on a device."""
+
+    workload: str
+    size: str
+    config_digest: str  # the full config (steps included): calls depend on it
+    torch_version: str
+    operators: tuple[Operator, ...]
+    param_bytes_fp32: int
+
+    def flops(self, batch: int) -> int:
+        """FLOPs of one batch of `batch` items over the whole pipeline."""
+        return sum(op.calls * op.flops(batch) for op in self.operators)
+
+    def bytes(self, batch: int, precision: str) -> int:
+        """Bytes moved by one batch over the whole pipeline, floats at `precision`."""
+        return sum(op.calls * op.bytes(batch, precision) for op in self.operators)
+
+    def roofline(self, batch: int, precision: str, device: Device) -> Roofline:
+        """Roofline time of one batch on `device`; NoRoofline when its spec cannot give one.
+
+        `precision_run` is the precision of the peak that holds most of the
+        compute time (after fallback, and TF32 for fp32 convolutions).
+        """
+        run = compute_precision(precision, device)
+        bandwidth = device.bandwidth_bytes_per_s
+        if not bandwidth:
+            raise NoRoofline("no published memory bandwidth")
+        flops, nbytes = self._per_call(batch, precision)
+        tf32 = device.peak_flops("tf32") if run == "fp32" else None
+        peaks = np.where(self._tf32_ops, float(tf32), float(device.peak_flops(run))) if tf32 else float(
+            device.peak_flops(run))  # type: ignore[arg-type]
+        compute = self._calls * flops / peaks
+        memory = self._calls * nbytes / float(bandwidth)
+        compute_won = compute > memory  # 0-FLOP operators are memory-bound
+        if tf32 and compute[self._tf32_ops].sum() > compute[~self._tf32_ops].sum():
+            run = "tf32"
+        return Roofline(
+            seconds=float(np.maximum(compute, memory).sum()),
+            compute_s=float(compute.sum()),
+            memory_s=float(memory.sum()),
+            precision_run=run,
+            bound="compute" if compute[compute_won].sum() > memory[~compute_won].sum() else "memory",
+            flops=self.flops(batch),
+            bytes=self.bytes(batch, precision),
+        )
+
+    def memory_bytes(self, batch: int, precision: str) -> int:
+        """A floor on the device memory one batch needs: weights plus twice the largest operator's activations.
+
+        Weights are held at `precision`. The activations of the largest
+        operator (its batch-dependent inputs and outputs) must be resident
+        together; the factor 2 allows for what is live beside them (a UNet's
+        skip connections, the allocator's slack). A device below this cannot
+        hold the model; one above it may still not, so it is a floor, not a
+        prediction of peak memory.
+        """
+        size = element_bytes(precision)
+        activations = [op.float_bytes_per_item // 4 * size + op.other_bytes_per_item for op in self.operators]
+        return self.param_bytes_fp32 // 4 * size + 2 * batch * max(activations, default=0)
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        # One row per operator, columns as in Operator, as floats: the planner
+        # asks for thousands of rooflines, and numpy makes each one cheap.
+        rows = [[float(getattr(op, c)) for c in ("calls", *COST_FIELDS)] for op in self.operators]
+        return np.array(rows).reshape(-1, 1 + len(COST_FIELDS))
+
+    @cached_property
+    def _tf32_ops(self) -> np.ndarray:
+        return np.array([op.op in TF32_OPERATORS for op in self.operators], dtype=bool)
+
+    @property
+    def _calls(self) -> np.ndarray:
+        return self._table[:, 0]
+
+    def _per_call(self, batch: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+        t = self._table
+        flops = t[:, 1] + batch * t[:, 2]
+        nbytes = (t[:, 3] + batch * t[:, 4]) * element_bytes(precision) / 4 + t[:, 5] + batch * t[:, 6]
+        return flops, nbytes
+
+
+def element_bytes(precision: str) -> int:
+    """Bytes of one floating-point element at `precision`; a UserError naming the choices otherwise."""
+    if precision not in ELEMENT_BYTES:
+        raise UserError(f"unknown precision {precision!r}; choose from: {', '.join(ELEMENT_BYTES)}")
+    return ELEMENT_BYTES[precision]
+
+
+def compute_precision(precision: str, device: Device) -> str:
+    """The first precision in `precision`'s fallback chain the device has a peak for; NoRoofline if none."""
+    element_bytes(precision)
+    chain = FALLBACK[precision]
+    for candidate in chain:
+        if device.peak_flops(candidate):
+            return candidate
+    raise NoRoofline(f"no published {' or '.join(chain)} peak")
+
+
+def cost_model(workload: Workload) -> CostModel:
+    """The workload's cost model: cached per-call traces, times its calls per batch."""
+    calls = workload.calls_per_batch()
+    operators = []
+    for component in workload.components():
+        for row in component_rows(workload, component):
+            op, count, *costs = row
+            operators.append(Operator(component, op, count * calls[component], *costs))
+    return CostModel(
+        workload=workload.name,
+        size=workload.size,
+        config_digest=workload.config_digest(),
+        torch_version=torch.__version__,
+        operators=tuple(operators),
+        param_bytes_fp32=param_bytes(workload),
+    )
+
+
+def param_bytes(workload: Workload) -> int:
+    """Bytes of the parameters as built (fp32), each shared tensor counted once."""
+    unique = {id(p): p.numel() * p.element_size() for m in workload.components().values() for p in m.parameters()}
+    return sum(unique.values())
+
+
+# A cached row: [op, count per call, flops_fixed, flops_per_item,
+# float_bytes_fixed, float_bytes_per_item, other_bytes_fixed, other_bytes_per_item].
+Row = list[Any]
+
+
+def component_rows(workload: Workload, component: str) -> list[Row]:
+    """One component call's aggregated operators, from the cache or traced (and cached)."""
+    path = cache_dir() / CACHE_FILE
+    key = f"{cache_key(workload, component)}/v{COUNTING_VERSION}"
+    cached = read_cache(path)
+    if valid_rows(cached.get(key)):
+        return cached[key]
+    rows = fit_traces(trace_call(workload, component, 1), trace_call(workload, component, 2))
+    write_cache(path, {**cached, key: rows})
+    return rows
+
+
+def valid_rows(rows: object) -> bool:
+    """Whether a cache entry has the shape `component_rows` writes (a damaged one is recounted)."""
+    def valid(row: object) -> bool:
+        return isinstance(row, list) and len(row) == 2 + len(COST_FIELDS) and isinstance(row[0], str) and all(
+            type(v) is int for v in row[1:]
+        )
+
+    return isinstance(rows, list) and all(valid(r) for r in rows)
+
+
+# One traced operator call: (op, flops, float bytes at fp32, other bytes).
+Traced = tuple[str, int, int, int]
+
+
+def fit_traces(one: Sequence[Traced], two: Sequence[Traced]) -> list[Row]:
+    """Fit each operator of the batch-1 and batch-2 traces as fixed + B × per-item, then aggregate.
+
+    The traces must be the same operators in the same order; a model whose
+    graph changes with the batch size would make the fit meaningless, so
+    that is a bug, not a case to handle.
+    """
+    ops_one, ops_two = [t[0] for t in one], [t[0] for t in two]
+    if ops_one != ops_two:
+        at = next((i for i, (a, b) in enumerate(zip(ops_one, ops_two)) if a != b), min(len(one), len(two)))
+        raise RuntimeError(f"batch-1 and batch-2 traces differ at operator {at} ({len(one)} vs {len(two)} operators)")
+    fitted: Counter[tuple[Any, ...]] = Counter()
+    for (op, *costs1), (_, *costs2) in zip(one, two):
+        per_item = [c2 - c1 for c1, c2 in zip(costs1, costs2)]
+        fixed = [c1 - p for c1, p in zip(costs1, per_item)]
+        fitted[(op, fixed[0], per_item[0], fixed[1], per_item[1], fixed[2], per_item[2])] += 1
+    return [[key[0], count, *key[1:]] for key, count in fitted.items()]
+
+
+def trace_call(workload: Workload, component: str, batch: int) -> list[Traced]:
+    """Every memory-moving aten operator of one `component` call at `batch`, on the meta device.
+
+    As in `workloads.flops.count_flops`: meta parameters and inputs through
+    `functional_call` (shapes only, no arithmetic), the math attention kernel
+    (it runs as counted matmuls; fused kernels would count as zero).
+    """
+    module = workload.components()[component]
+    state = {name: meta_like(t) for name, t in [*module.named_parameters(), *module.named_buffers()]}
+    inputs = tuple(meta_like(t) for t in workload.example_inputs(component, batch))
+    recorder = OperatorRecorder()
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), recorder:
+        torch.func.functional_call(module, state, inputs)
+    return recorder.calls
+
+
+class OperatorRecorder(TorchDispatchMode):
+    """Records (op, FLOPs, float bytes, other bytes) for each aten operator that runs under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Traced] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        # Like FlopCounterMode: an operator without a FLOP formula may still
+        # reach us composite (under inference mode); its parts are what run.
+        if packet not in flop_registry:
+            with self:
+                out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+        out = func(*args, **kwargs)
+        tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        produced = any(isinstance(t, torch.Tensor) for t in tree_leaves(out))
+        if func.is_view or packet in NO_TRAFFIC or not produced:  # no tensor out: a metadata query
+            return out
+        flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
+        floats = sum(4 * distinct_elements(t) for t in tensors if t.is_floating_point())
+        others = sum(distinct_elements(t) * t.element_size() for t in tensors if not t.is_floating_point())
+        self.calls.append((str(packet), flops, floats, others))
+        return out
+
+
+def distinct_elements(tensor: torch.Tensor) -> int:
+    """Elements a tensor occupies in memory: a broadcast (stride-0) dimension is stored once.
+
+    `expand` makes a (C, 1, 1) bias look like (B, C, H, W); counting its
+    nominal size would charge the batch for memory nobody reads.
+    """
+    return math.prod(size for size, stride in zip(tensor.shape, tensor.stride()) if stride != 0 or size == 0)
