@@ -18,6 +18,21 @@ from aigcbench.bench.record import Record
 from aigcbench.bench.stats import summarize
 
 DATA = Path(__file__).parent / "data"
+FAMILIES = {"dcgan": "gan", "vae": "vae", "ddpm": "diffusion"}
+
+
+def ceiling_records(hardware_key: str = "test-cpu-2c", *, fp32_flops: float = 1e11, bandwidth: float = 2e10,
+                    created_at: str = "2026-11-01T00:00:00+00:00") -> list[Record]:
+    """What `aigcbench calibrate` stores for a CPU with these ceilings (one gemm-fp32 and one copy record)."""
+    from dataclasses import replace
+
+    from aigcbench.bench.ceilings import Ceiling, ceiling_record
+
+    environment = {"hardware_key": hardware_key, "cpu": {"model": "Test CPU", "vendor": "AuthenticAMD"},
+                   "gpus": [], "memory_bytes": 2**34, "packages": {}}
+    ceilings = [Ceiling("gemm", "fp32", "cpu", 1024, 2 * 1024**3, 1, (2 * 1024**3 / fp32_flops,) * 3, 2),
+                Ceiling("copy", "fp32", "cpu", 2**28, 2 * 2**28, 1, (2 * 2**28 / bandwidth,) * 3, 2)]
+    return [replace(ceiling_record(c, environment, None, "2.13.0"), created_at=created_at) for c in ceilings]
 
 
 def real_record() -> Record:
@@ -44,6 +59,7 @@ def synthetic_record(
     extra_metrics: dict[str, Any] | None = None,
     run_id: str | None = None,
     unit: str = "image",
+    steps: int | None = None,
 ) -> Record:
     """A record whose metrics are derived from `latencies_s` (empty samples for a failed one)."""
     latencies = list(latencies_s) if status != "failed" else []
@@ -74,7 +90,10 @@ def synthetic_record(
         when = when.isoformat(timespec="seconds")
     fields: dict[str, Any] = dict(
         status=status, reason=reason,
-        workload={"name": workload, "size": size, "unit": unit, "params": 1000, "flops_per_item": 1e6},
+        workload={"name": workload, "size": size, "unit": unit, "params": 1000, "flops_per_item": 1e6,
+                  "family": FAMILIES.get(workload, workload),
+                  "config": {"name": workload, "size": size, "steps": steps,
+                             "scheduler": "ddpm" if steps is not None else None}},
         backend={"name": backend, "version": "1.0", "device": device, "precision": precision, "options": {}},
         scenario={"name": scenario, "batch_size": batch_size},
         environment={"hardware_key": hardware_key, "cpu": {"model": "test"}, "gpus": [], "memory_bytes": 2**34,

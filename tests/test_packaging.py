@@ -40,5 +40,7 @@ def test_wheel_contains_every_subpackage_and_module(tmp_path: Path) -> None:
     assert not sorted(modules - names), "modules missing from the wheel"
     templates = {f"aigcbench/reports/templates/{t.name}" for t in (ROOT / "reports" / "templates").glob("*.j2")}
     assert templates and not sorted(templates - names), "report templates missing from the wheel (package-data)"
+    data = {f"aigcbench/reports/plan/data/{f}" for f in ("hardware.csv", "priors.toml", "README.md")}
+    assert not sorted(data - names), "the hardware catalog or the priors are missing from the wheel (package-data)"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "aigcbench = aigcbench.bench.cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -62,6 +62,10 @@ class Workload(abc.ABC):
     # Iterative workloads honour `steps` (and `scheduler`); others ignore them.
     iterative: ClassVar[bool] = False
     schedulers: ClassVar[tuple[str, ...]] = ()
+    # What an iterative workload runs when the user names no steps or scheduler, known without
+    # building it (the planner keys its cost-model cache on the effective values).
+    default_steps: ClassVar[int | None] = None
+    default_scheduler: ClassVar[str | None] = None
     # Relative L2 tolerance per precision for the fidelity gate (DESIGN.md);
     # a workload may loosen it where its numerics demand, and says why.
     tolerances: ClassVar[Mapping[str, float]] = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 5e-2}

@@ -161,6 +161,8 @@ class DDPM(Workload):
     description = "DDPM (Ho et al. 2020): UNet denoiser called `steps` times by a DDPM or DDIM scheduler"
     iterative = True
     schedulers = tuple(SCHEDULER_CLASSES)
+    default_steps = DEFAULT_STEPS
+    default_scheduler = DEFAULT_SCHEDULER
 
     def __init__(
         self,

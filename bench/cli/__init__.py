@@ -5,7 +5,8 @@ and the rest of aigcbench inside its body, so `aigcbench --help` stays fast.
 """
 
 from . import (  # noqa: F401  (registers the commands)
-    compare_cmd, env_cmd, export_cmd, history_cmd, import_cmd, list_cmd, report_cmd, run_cmd, sweep_cmd,
+    calibrate_cmd, compare_cmd, env_cmd, export_cmd, history_cmd, import_cmd, list_cmd, plan_cmd, report_cmd,
+    run_cmd, sweep_cmd,
 )
 from .app import app
 
