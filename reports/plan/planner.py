@@ -203,7 +203,8 @@ def check_slo(request: PlanRequest, candidates: Sequence[Projection]) -> None:
     raise UserError(
         f"--slo-p99 {request.slo_p99_s:g}s is shorter than one batch's service time on every candidate: "
         f"{shown.hardware} takes {shown.median_s:.3g} s ({shown.tier.value}, batch {shown.target.batch})"
-        + ("" if shown is fastest else f"; the fastest, {fastest.hardware}, {fastest.median_s:.3g} s ({fastest.tier.value})")
+        + ("" if fastest.median_s >= shown.median_s
+           else f"; the fastest, {fastest.hardware}, {fastest.median_s:.3g} s ({fastest.tier.value})")
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from .. import units
-from .calibration import Projection
+from .calibration import Projection, Tier
 from .planner import PLAN_SCHEMA_VERSION, Option, Plan
 from .pricing import IDLE_SHARE
 from .sizing import Band
@@ -25,7 +25,8 @@ def _projection(p: Projection) -> dict[str, Any]:
         "service_time_s": {"value": p.median_s, "low": p.low_s, "high": p.high_s},
         "roofline_s": p.roofline_s,
         "efficiency": p.efficiency,
-        "distance": p.distance,
+        # A spec-sheet projection has no measurement to be a distance from.
+        "distance": None if p.tier is Tier.ROOFLINE else p.distance,
         "evidence": list(p.evidence),
     }
     if p.prior is not None:
@@ -95,7 +96,8 @@ def assumptions(plan: Plan) -> list[str]:
         f"Demand: {r.demand.describe()}; the fleet is sized for the peak plus {r.headroom:.0%} headroom "
         f"({r.sized_rate * 3600:,.0f} items/h), Poisson arrivals, one item per query.",
         f"SLO: p99 ≤ {units.seconds(r.slo_p99_s)} from arrival, by simulating the server scenario's dynamic batcher "
-        f"(batches padded to their size, max wait {units.seconds(r.max_wait_s)}) with all devices of a kind behind one queue.",
+        f"(batches padded to their size, max wait {units.seconds(r.max_wait_s) if r.max_wait_s else '0 s'}) "
+        "with all devices of a kind behind one queue.",
         f"Prices: cloud $/h × 730 h where a cloud price exists (--pricing {t.prefer}); otherwise the launch price "
         f"over {t.amortisation_months} months plus energy at ${t.usd_per_kwh:g}/kWh (TDP while busy, "
         f"{IDLE_SHARE:.0%} of it idle). Each price's date is in its row.",

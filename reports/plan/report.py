@@ -156,7 +156,8 @@ def price_row(option: Mapping[str, Any]) -> PriceRow:
         return "—" if value is None else fmt.format(value)
 
     return PriceRow(option["hardware"], option["pricing"] or "no price",
-                    money(option["cloud_usd_per_hour"], "${:.3g}/h"), money(option["launch_price_usd"], "${:,.0f}"), money(option["tdp_w"], "{:.0f} W"),
+                    money(option["cloud_usd_per_hour"], "${:.3g}/h"), money(option["launch_price_usd"], "${:,.0f}"),
+                    money(option["tdp_w"], "{:.0f} W"),
                     option["price_from"] or "—", option["price_source_date"] or "—", tuple(option["sources"]))
 
 
