@@ -194,3 +194,19 @@ def test_procurement_report_outputs(capsys: pytest.CaptureFixture[str], store: s
             assert "<svg" in text and "http://" not in text and "https://" not in text
     code, _, err = run(capsys, *plan("-o", str(tmp_path / "plan.pdf")))
     assert code == 2 and "unknown format" in err
+
+
+def test_a_server_record_slows_this_hosts_projections_by_its_open_loop_factor(
+        capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path) -> None:
+    # The same cell served in open loop ran its batches at 15 ms against 10 ms back to back: factor 1.5.
+    served = synthetic_record([0.02] * 700, workload="dcgan", scenario="server", hardware_key=HOST, run_id="srv",
+                              extra_metrics={"server": {"service_p50_s": 0.015, "max_batch": 1}})
+    with Store.open(store) as opened:
+        opened.append(served)
+    out_json = tmp_path / "p.json"
+    code, _, err = run(capsys, *plan("--store", store, "--hardware", HOST, "--json", str(out_json)))
+    assert code == 0, err
+    (mine,) = json.loads(out_json.read_text())["options"]
+    assert mine["tier"] == "measured" and mine["open_loop_factor"] == pytest.approx(1.5)
+    assert mine["service_time_s"]["value"] == pytest.approx(1.5 * sorted(STEADY)[len(STEADY) // 2])
+    assert mine["evidence"] == ["b1", "srv"]

@@ -84,11 +84,26 @@ class Projection:
     distance: int = 0
     evidence: tuple[str, ...] = ()
     prior: Prior | None = None
+    open_loop_factor: float | None = None
 
     @property
     def band(self) -> float:
         """Relative half-width of the band in log terms (for tie-breaking: narrower is better evidence)."""
         return math.log(self.high_s / self.low_s) / 2 if self.low_s > 0 else math.inf
+
+
+def slowed(projection: Projection, factor: float, runs: Sequence[str]) -> Projection:
+    """The projection as a server would see it: service times × the measured open-loop factor (see evidence.OpenLoop).
+
+    Only a projection from this hardware's closed-loop records is slowed; the
+    tier is unchanged and the runs that measured the factor join its evidence.
+    """
+    if projection.tier is Tier.ROOFLINE or factor <= 0:
+        return projection
+    return replace(projection, service_s=tuple(s * factor for s in projection.service_s),
+                   median_s=projection.median_s * factor, low_s=projection.low_s * factor,
+                   high_s=projection.high_s * factor, open_loop_factor=factor,
+                   evidence=tuple(dict.fromkeys([*projection.evidence, *runs])))
 
 
 # Roofline time of a target on a device (seconds per batch), or None when the device cannot be projected.

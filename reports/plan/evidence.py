@@ -107,3 +107,48 @@ def _gpu_name(record: Record) -> str | None:
     index = device.partition(":")[2]
     chosen = [g for g in gpus if str(g.get("index", "")) == index] or gpus
     return chosen[0].get("name") if chosen else None
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """How much slower a hardware key's batches ran in a `server` run than back to back, and from which runs.
+
+    A server's batches arrive at random, with idle gaps between them; on a CPU
+    (clocks and caches cooling) they then run slower than in a closed loop, and
+    a plan from closed-loop samples alone would be optimistic by that much.
+    `factor` is the median over matching pairs of (the served trial's batch
+    p50 / the closed-loop median of the same configuration).
+    """
+
+    factor: float
+    run_ids: tuple[str, ...]
+
+
+def open_loop_factors(records: Iterable[Record], closed: Iterable[Observation]) -> dict[str, OpenLoop]:
+    """Per hardware key, the open-loop slowdown measured by `server` records that have a closed-loop twin."""
+    twins = {(o.hardware, o.device, o.config[:6], o.batch): o for o in sorted(closed, key=lambda o: o.created_at)}
+    pairs: dict[str, list[tuple[float, str, str]]] = {}
+    for record in records:
+        server = (record.metrics or {}).get("server") or {}
+        served = server.get("service_p50_s")
+        if record.status != "ok" or (record.scenario or {}).get("name") != "server" or not served:
+            continue
+        probe = observe_config(record, int(server.get("max_batch") or 1))
+        twin = twins.get(probe)
+        if twin is not None:
+            pairs.setdefault(twin.hardware, []).append((float(served) / twin.median_s, record.run_id, twin.run_id))
+    found = {}
+    for hardware, seen in pairs.items():
+        ratios = sorted(r for r, _, _ in seen)
+        found[hardware] = OpenLoop(ratios[len(ratios) // 2], tuple(run for _, *runs in seen for run in runs))
+    return found
+
+
+def observe_config(record: Record, batch: int) -> tuple[Any, ...]:
+    """(hardware, device, the first six fields of Observation.config, batch) of any record: its twin's key."""
+    workload: Mapping[str, Any] = record.workload or {}
+    config: Mapping[str, Any] = workload.get("config") or {}
+    backend: Mapping[str, Any] = record.backend or {}
+    return (str(record.environment.get("hardware_key")), str(backend.get("device")),
+            (str(workload.get("name")), str(workload.get("size")), config.get("steps"), config.get("scheduler"),
+             str(backend.get("name")), str(backend.get("precision"))), batch)

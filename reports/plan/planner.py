@@ -19,11 +19,11 @@ from typing import Any, Iterable, Sequence
 
 from ...bench.errors import UserError
 from ...bench.record import Record
-from .calibration import Projection, Target, Tier
+from .calibration import Projection, Target, Tier, slowed
 from .catalog import Catalog, HardwareSpec
 from .devices import measured_entries, nearest_priced
 from .demand import Demand
-from .evidence import observations
+from .evidence import observations, open_loop_factors
 from .pricing import Cost, PriceTerms, fleet_cost, joules_per_item, usd_per_1k
 from .projector import Evidence, Unprojectable, projections
 from .sizing import Sizing, cost_curves, detail_all, size_all
@@ -109,12 +109,14 @@ def make_plan(request: PlanRequest, records: Sequence[Record], catalog: Catalog)
     """The whole plan (pure of I/O: the caller reads the store and the catalog)."""
     full = catalog.with_entries(measured_entries(records, catalog))
     devices = candidate_devices(full, request.hardware)
-    evidence = Evidence.gather(observations(records), full, request.family)
+    closed = observations(records)
+    evidence = Evidence.gather(closed, full, request.family)
+    loops = open_loop_factors(records, closed)
     candidates: list[Projection] = []
     excluded: list[Unprojectable] = []
     for spec in devices:
         made = projections(spec, targets(request, evidence.batches(spec, request.precision)), evidence)
-        usable = [p for p in made if isinstance(p, Projection)]
+        usable = [_open_loop(p, spec, evidence, loops) for p in made if isinstance(p, Projection)]
         if usable:
             candidates.extend(usable)
         else:
@@ -183,6 +185,15 @@ def _size(candidates: Sequence[Projection], request: PlanRequest) -> list[tuple[
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def _open_loop(projection: Projection, spec: HardwareSpec, evidence: Evidence, loops: dict) -> Projection:
+    """Slow a projection from this device's closed-loop records by its measured open-loop factor, if any."""
+    hosts = {o.hardware for o in evidence.observations(spec)}
+    if len(hosts) != 1 or next(iter(hosts)) not in loops:
+        return projection
+    loop = loops[next(iter(hosts))]
+    return slowed(projection, loop.factor, loop.run_ids)
 
 
 def _why_not(spec: HardwareSpec, made: Sequence[Projection | Unprojectable]) -> Unprojectable:

@@ -28,6 +28,7 @@ def _projection(p: Projection) -> dict[str, Any]:
         # A spec-sheet projection has no measurement to be a distance from.
         "distance": None if p.tier is Tier.ROOFLINE else p.distance,
         "evidence": list(p.evidence),
+        "open_loop_factor": p.open_loop_factor,
     }
     if p.prior is not None:
         data["prior"] = {"kind": p.prior.kind, "precision": p.prior.precision, "efficiency": p.prior.efficiency,
