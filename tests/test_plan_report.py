@@ -151,3 +151,10 @@ def test_plan_page_in_chromium(tmp_path: Path, plan: dict, chromium) -> None:  #
     assert page.locator("table").first.is_visible()
     page.screenshot(path=str(artifacts / "plan-390.png"), full_page=True)
     assert not errors, errors
+
+
+def test_open_loop_factor_is_stated_in_the_evidence() -> None:
+    data = json.loads(EXAMPLE.read_text())
+    data["options"][0]["open_loop_factor"] = 1.37
+    assert "service times × 1.37" in render_html(data)
+    assert "service times ×" not in render_html(json.loads(EXAMPLE.read_text()))

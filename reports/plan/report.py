@@ -130,6 +130,10 @@ def evidence_view(rank: int, option: Mapping[str, Any]) -> EvidenceView:
         + ("—" if efficiency is None else f"{efficiency:.3g}")
         + ("" if option["distance"] is None else f"; distance from the nearest measurement {option['distance']:.3g}"),
     ]
+    loop = option.get("open_loop_factor")
+    if loop is not None:
+        facts.append(f"service times × {loop:.3g}: how much slower this hardware's batches ran served in open loop "
+                     "(a server record) than back to back")
     prior = option.get("prior")
     if prior:
         facts += _prior_lines(prior)
