@@ -171,7 +171,10 @@ def calibrate(
     for probe in probes:
         try:
             ceilings.append(measure(probe, device, duration_s=duration_s, clock=clock, sync=sync, threads=threads))
-        except (RuntimeError, NotImplementedError) as exc:  # torch's "not implemented for 'Half'" and kin
+        # A precision this device has no kernel for is an answer, not a crash: torch says so with a
+        # RuntimeError ("addmm_impl_cpu_" not implemented for 'Half') or, from some dispatch keys,
+        # a NotImplementedError. Anything else is a bug and propagates.
+        except (RuntimeError, NotImplementedError) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             notes.append(f"{probe.name}: not measured on {device}, the kernel raised: {first_line}")
     return flag_emulation(ceilings), notes

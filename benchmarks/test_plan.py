@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,9 @@ from aigcbench.reports.plan.validate import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.records import ceiling_records, synthetic_record  # noqa: E402
+from timing import timed  # noqa: E402
 
 HOST = "bench-cpu-2c"
-
-
-def _timed(lines: list[str], what: str, call) -> float:
-    start = time.perf_counter()
-    call()
-    seconds = time.perf_counter() - start
-    lines.append(f"  {what:<58} {seconds:7.2f} s")
-    return seconds
 
 
 def _measured_cells(count: int) -> list:
@@ -73,14 +65,14 @@ def test_plan_and_validate_speed(store: str, overhead_lines: list[str]) -> None:
         with Store.open(store) as opened:
             records.extend(opened.records())
 
-    _timed(lines, "read every record of the store (101 cells + ceilings)", read)
+    timed(lines, "read every record of the store (101 cells + ceilings)", read)
     times = []
     for demand in ("2000/h", "20000/h"):
         request = build_request(workload="ddpm", size="base", precision="fp32", steps=None, scheduler=None,
                                 demand=demand, slo_p99="30s", hardware=None, headroom="20%", usd_per_kwh=0.15,
                                 amortise_months=36, pricing="cloud")
         plans = []
-        times.append(_timed(lines, f"plan ddpm base at {demand}, p99 ≤ 30 s (target ≤ 3 s)",
+        times.append(timed(lines, f"plan ddpm base at {demand}, p99 ≤ 30 s (target ≤ 3 s)",
                             lambda: plans.append(make_plan(request, records, catalog))))
         assert plans[0].best is not None
     seconds = max(times)
@@ -90,7 +82,7 @@ def test_plan_and_validate_speed(store: str, overhead_lines: list[str]) -> None:
         nonlocal result
         result = validate(records, records, catalog)
 
-    checked = _timed(lines, "plan --validate over 101 measured cells (target ≤ 30 s)", validated)
+    checked = timed(lines, "plan --validate over 101 measured cells (target ≤ 30 s)", validated)
     assert result is not None and len(result.rows) == 101
     lines.append(f"  plan {'meets' if seconds <= 3 else 'misses'} its target; "
                  f"validate {'meets' if checked <= 30 else 'misses'} its target")

@@ -9,7 +9,6 @@ Targets (issue 8): report and history ≤ 5 s each, compare of 1 000 cells ≤ 2
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from aigcbench.bench.cli import app
 from aigcbench.reports.compare import compare
 
 from reader_store import generated_store, record
+from timing import timed
 
 TOTAL = 100_000
 runner = CliRunner()
@@ -30,14 +30,6 @@ def store() -> str:
     folder = Path(".benchmarks")
     folder.mkdir(exist_ok=True)
     return str(generated_store(folder, TOTAL))
-
-
-def _timed(lines: list[str], what: str, call) -> float:
-    start = time.perf_counter()
-    call()
-    seconds = time.perf_counter() - start
-    lines.append(f"  {what:<58} {seconds:7.2f} s")
-    return seconds
 
 
 def _cli(*args: str) -> None:
@@ -52,14 +44,14 @@ def test_readers_over_100k_records(store: str, overhead_lines: list[str], tmp_pa
         with sqlite3.connect(store) as conn:
             assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == TOTAL
 
-    _timed(lines, "bare SELECT count(*)", count)
-    _timed(lines, "report (latest commit: 100 cells)", lambda: _cli(
+    timed(lines, "bare SELECT count(*)", count)
+    timed(lines, "report (latest commit: 100 cells)", lambda: _cli(
         "report", "--store", store, "--where", "commit=c00999", "-o", str(tmp_path / "r.html")))
-    _timed(lines, "report --where workload=dcgan (20 cells × 1000 reruns)", lambda: _cli(
+    timed(lines, "report --where workload=dcgan (20 cells × 1000 reruns)", lambda: _cli(
         "report", "--store", store, "--where", "workload=dcgan", "-o", str(tmp_path / "w.html")))
-    _timed(lines, "history --where workload=dcgan (20 cells × 1000 commits)", lambda: _cli(
+    timed(lines, "history --where workload=dcgan (20 cells × 1000 commits)", lambda: _cli(
         "history", "--store", store, "--where", "workload=dcgan", "-o", str(tmp_path / "h.html")))
-    _timed(lines, "history over the whole store (100 cells × 1000 commits)", lambda: _cli(
+    timed(lines, "history over the whole store (100 cells × 1000 commits)", lambda: _cli(
         "history", "--store", store, "-o", str(tmp_path / "all.json")))
     overhead_lines.extend(lines)
 
@@ -79,6 +71,6 @@ def test_compare_of_1000_cells(overhead_lines: list[str]) -> None:
         nonlocal result
         result = compare(base, new)
 
-    _timed(lines, "compare of 1000 matched cells (300 samples a side)", run)
+    timed(lines, "compare of 1000 matched cells (300 samples a side)", run)
     assert len(result.regressions) == 10
     overhead_lines.extend(lines)

@@ -72,13 +72,24 @@ def _make(request, store, catalog_path):  # type: ignore[no-untyped-def]
 
 
 def _records(store: Optional[str]) -> list:
-    """Every record of the store (none when there is no store: the plan is then spec-sheet only)."""
+    """Every record of the store, raw samples only where a plan reads them (none without a store: spec-sheet only).
+
+    Summaries come without samples (`select(samples=False)`); only `ok`
+    closed-loop records are service-time evidence, so only theirs are loaded.
+    """
+    import dataclasses
+
+    from ...reports.plan.evidence import CLOSED_LOOP
+    from ...reports.select import parse_where
     from ..store import Store
 
     if not Store.exists(store):
         return []
     with Store.open(store) as opened:
-        return opened.records()
+        records = opened.select(parse_where([]), samples=False)
+        wanted = [r.run_id for r in records if r.status == "ok" and r.scenario.get("name") in CLOSED_LOOP]
+        samples = opened.samples_of(wanted)
+    return [dataclasses.replace(r, samples=samples[r.run_id]) if r.run_id in samples else r for r in records]
 
 
 def _emit(plan, fmt, output, json_path) -> None:  # type: ignore[no-untyped-def]
@@ -110,9 +121,10 @@ def _validate(where: List[str], store: Optional[str], json_path: Optional[Path],
 
     check_output(json_path, ("json",), "--json")
     catalog = load_catalog(catalog_path)
-    records, _ = load_records(where, store)
-    everything = _records(store)  # ceilings are needed even when --where names a workload
-    result = validate(records, everything, catalog)
+    chosen, _ = load_records(where, store, samples=False)  # which cells; refuses a bad or empty selection
+    everything = _records(store)  # the evidence: ceilings too, even when --where names a workload
+    named = {r.run_id for r in chosen}
+    result = validate([r for r in everything if r.run_id in named], everything, catalog)
     if not result.rows:
         raise UserError("no measured cell in the selection can be re-projected (closed-loop ok records on a "
                         "device with a roofline: run `aigcbench calibrate`, then a sweep)")

@@ -68,6 +68,13 @@ class Target:
                 "backend": self.backend, "precision": self.precision, "batch": self.batch}
 
 
+def target_of(observation: Observation, *, precision: str | None = None, exact: bool = False) -> Target:
+    """The configuration an observation measured (`exact`: its backend and device too; `precision`: instead of its own)."""
+    o = observation
+    return Target(o.workload, o.family, o.size, o.steps, o.scheduler, precision or o.precision, o.batch,
+                  o.backend if exact else None, o.device if exact else None)
+
+
 @dataclass(frozen=True)
 class Projection:
     """One batch's service time on one device: samples for the simulation, a median with its band, its tier."""

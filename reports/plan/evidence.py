@@ -12,6 +12,7 @@ fidelity gate and must never size a fleet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 from ...bench.record import Record
@@ -43,16 +44,11 @@ class Observation:
     created_at: str
     gpu_name: str | None = None
 
-    @property
+    @cached_property
     def median_s(self) -> float:
+        # Read in every projection and sizing of the plan: sorted once.
         ordered = sorted(self.service_s)
         return ordered[len(ordered) // 2]
-
-    @property
-    def config(self) -> tuple[Any, ...]:
-        """What the cell ran, with the workload's *effective* steps (a record may store `steps: null` for the default)."""
-        return (self.workload, self.size, self.steps, self.scheduler, self.backend, self.precision, self.batch,
-                self.device)
 
 
 def observations(records: Iterable[Record]) -> list[Observation]:
@@ -73,29 +69,37 @@ def observe(record: Record) -> Observation | None:
     samples = tuple(s for s in METRICS["latency_p50_s"].raw(record) if s > 0)
     if not samples:
         return None
-    workload: Mapping[str, Any] = record.workload or {}
-    config: Mapping[str, Any] = workload.get("config") or {}
     backend: Mapping[str, Any] = record.backend or {}
     options: Mapping[str, Any] = backend.get("options") or {}
     return Observation(
         run_id=record.run_id,
         cell=cell_key(record),
-        hardware=str(record.environment.get("hardware_key")),
-        device=str(backend.get("device")),
-        backend=str(backend.get("name")),
-        precision=str(backend.get("precision")),
+        **what_ran(record),
         precision_run=str(options.get("precision_run") or backend.get("precision")),
         batch=int(scenario.get("batch_size") or 1),
-        workload=str(workload.get("name")),
-        family=str(workload.get("family")),
-        size=str(workload.get("size")),
-        steps=config.get("steps"),
-        scheduler=config.get("scheduler"),
+        family=str((record.workload or {}).get("family")),
         service_s=samples,
         throughput=METRICS["throughput_items_per_s"].value(record),
         created_at=record.created_at,
         gpu_name=_gpu_name(record),
     )
+
+
+# What two records must share to have measured one configuration on one machine (the batch aside).
+TWIN_FIELDS = ("hardware", "device", "workload", "size", "steps", "scheduler", "backend", "precision")
+
+
+def what_ran(record: Record) -> dict[str, Any]:
+    """The TWIN_FIELDS of a record, with the workload's *effective* steps and scheduler."""
+    workload: Mapping[str, Any] = record.workload or {}
+    config: Mapping[str, Any] = workload.get("config") or {}
+    backend: Mapping[str, Any] = record.backend or {}
+    return {
+        "hardware": str(record.environment.get("hardware_key")), "device": str(backend.get("device")),
+        "workload": str(workload.get("name")), "size": str(workload.get("size")),
+        "steps": config.get("steps"), "scheduler": config.get("scheduler"),
+        "backend": str(backend.get("name")), "precision": str(backend.get("precision")),
+    }
 
 
 def _gpu_name(record: Record) -> str | None:
@@ -126,15 +130,15 @@ class OpenLoop:
 
 def open_loop_factors(records: Iterable[Record], closed: Iterable[Observation]) -> dict[str, OpenLoop]:
     """Per hardware key, the open-loop slowdown measured by `server` records that have a closed-loop twin."""
-    twins = {(o.hardware, o.device, o.config[:6], o.batch): o for o in sorted(closed, key=lambda o: o.created_at)}
+    twins = {(*(getattr(o, f) for f in TWIN_FIELDS), o.batch): o for o in sorted(closed, key=lambda o: o.created_at)}
     pairs: dict[str, list[tuple[float, str, str]]] = {}
     for record in records:
         server = (record.metrics or {}).get("server") or {}
         served = server.get("service_p50_s")
         if record.status != "ok" or (record.scenario or {}).get("name") != "server" or not served:
             continue
-        probe = observe_config(record, int(server.get("max_batch") or 1))
-        twin = twins.get(probe)
+        ran = what_ran(record)
+        twin = twins.get((*(ran[f] for f in TWIN_FIELDS), int(server.get("max_batch") or 1)))
         if twin is not None:
             pairs.setdefault(twin.hardware, []).append((float(served) / twin.median_s, record.run_id, twin.run_id))
     found = {}
@@ -143,12 +147,3 @@ def open_loop_factors(records: Iterable[Record], closed: Iterable[Observation]) 
         found[hardware] = OpenLoop(ratios[len(ratios) // 2], tuple(run for _, *runs in seen for run in runs))
     return found
 
-
-def observe_config(record: Record, batch: int) -> tuple[Any, ...]:
-    """(hardware, device, the first six fields of Observation.config, batch) of any record: its twin's key."""
-    workload: Mapping[str, Any] = record.workload or {}
-    config: Mapping[str, Any] = workload.get("config") or {}
-    backend: Mapping[str, Any] = record.backend or {}
-    return (str(record.environment.get("hardware_key")), str(backend.get("device")),
-            (str(workload.get("name")), str(workload.get("size")), config.get("steps"), config.get("scheduler"),
-             str(backend.get("name")), str(backend.get("precision"))), batch)

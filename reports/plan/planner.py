@@ -14,6 +14,7 @@ devices that cannot run the model at all, each with its reason.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
@@ -179,12 +180,8 @@ def _size(candidates: Sequence[Projection], request: PlanRequest) -> list[tuple[
                 if p.target.batch == smallest[(p.hardware, p.target.backend)]}
     rest = [p for p in candidates if not first(p) and p.median_s <= slo
             and p.median_s / p.target.batch < per_item.get((p.hardware, p.target.backend), math.inf)
-            and math.floor(rate * _mean(p.service_s) / p.target.batch) + 1 < best.get(p.hardware, math.inf)]
+            and math.floor(rate * statistics.fmean(p.service_s) / p.target.batch) + 1 < best.get(p.hardware, math.inf)]
     return sized + size_all(rest, rate, slo, wait)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 def _open_loop(projection: Projection, spec: HardwareSpec, evidence: Evidence, loops: dict) -> Projection:

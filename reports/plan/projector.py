@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
-from .calibration import Efficiency, Projection, Target, efficiencies, project
+from .calibration import Efficiency, Projection, Target, efficiencies, project, target_of
 from .catalog import Catalog, HardwareSpec
 from .devices import match_gpu
 from .costmodel import NoRoofline, Roofline
@@ -108,10 +108,8 @@ class Evidence:
 
 
 def _observed_roofline(observation: Observation, spec: HardwareSpec) -> float | None:
-    target = Target(observation.workload, observation.family, observation.size, observation.steps,
-                    observation.scheduler, observation.precision_run, observation.batch)
     try:
-        return roofline_s(spec, target)
+        return roofline_s(spec, target_of(observation, precision=observation.precision_run))
     except NoRoofline:
         return None
 

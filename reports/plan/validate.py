@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from ...bench.record import Record
 from ..select import cell_label
-from .calibration import Target, project
+from .calibration import project, target_of
 from .catalog import Catalog
 from .devices import measured_entries
 from .costmodel import NoRoofline
@@ -81,9 +81,7 @@ def _reproject(observation: Observation, label: str, evidence: Evidence, catalog
     spec = spec_of(observation, catalog)
     if spec is None:
         return "no roofline for its device (run `aigcbench calibrate` on that machine)"
-    target = Target(observation.workload, observation.family, observation.size, observation.steps,
-                    observation.scheduler, observation.precision, observation.batch, observation.backend,
-                    observation.device)
+    target = target_of(observation, exact=True)
     try:
         found = roofline(spec, replace(target, precision=observation.precision_run))
     except NoRoofline as exc:
