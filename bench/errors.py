@@ -10,9 +10,18 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input from the user: one line on stderr, exit 2."""
+    """Bad input from the user: one line on stderr, exit 2.
+
+    `key` names the option at fault (as `RunConfig.from_options` spells it)
+    when one is, so a caller can point at it (a sweep file's line) without
+    parsing the message.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class BackendUnavailable(Exception):

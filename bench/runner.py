@@ -145,7 +145,8 @@ def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) 
 
 def preflight(config: RunConfig) -> Backend:
     """Refuse, cheaply and before anything is built or stored, what cannot run; return the backend."""
-    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler,
+                            weights=config.weights)
     backend = backend_registry.get(config.backend)
     why = backend.available()
     if why is not None:

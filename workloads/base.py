@@ -65,6 +65,8 @@ class Workload(abc.ABC):
     # What an iterative workload runs when the user names no steps or scheduler, known without
     # building it (the planner keys its cost-model cache on the effective values).
     default_steps: ClassVar[int | None] = None
+    # The most steps its schedule has (a DDPM schedule's training timesteps); checked before measuring.
+    max_steps: ClassVar[int | None] = None
     default_scheduler: ClassVar[str | None] = None
     # Relative L2 tolerance per precision for the fidelity gate (DESIGN.md);
     # a workload may loosen it where its numerics demand, and says why.
@@ -84,6 +86,19 @@ class Workload(abc.ABC):
         self.steps = steps
         self.scheduler = scheduler
         self.weights = weights
+
+    @classmethod
+    def check_weights(cls, size: str, folder: Path) -> None:
+        """Refuse a `--weights` folder this workload could not load at `size`, without loading it.
+
+        Runs in the parent before anything is measured, so it must be cheap:
+        a workload checks the folder's config and checkpoint headers against
+        its model built on the meta device (see `workloads.checkpoint`). This
+        default only requires a folder; a workload that loads weights overrides it.
+        """
+        from .weights import require_folder
+
+        require_folder(folder)
 
     @abc.abstractmethod
     def components(self) -> Mapping[str, "torch.nn.Module"]:

@@ -34,7 +34,9 @@ from torch import nn
 
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
+from .weights import (
+    CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
+)
 
 COMPONENT = "denoiser"
 DEFAULT_STEPS = 50
@@ -137,10 +139,32 @@ def build_random_unet(unet_config: Mapping[str, Any], seed: int) -> UNet2DModel:
         return UNet2DModel(**unet_config)
 
 
-def image_size_of(unet: UNet2DModel) -> int:
-    """The square image size a UNet was configured for (diffusers allows an int or a pair)."""
+def image_size_of(unet: UNet2DModel, folder: Path | None = None) -> int:
+    """The square image size a UNet was configured for (diffusers allows an int or a pair).
+
+    For a loaded `folder`, the config is checked too: the sampling loop feeds
+    the UNet's output back as its next input, so it must keep the input's channels.
+    """
     size = unet.config.sample_size
-    return int(size if isinstance(size, int) else size[0])
+    side = size[0] if isinstance(size, (list, tuple)) and size else size
+    if folder is None:
+        return int(side)
+    where = str(folder / CONFIG_NAME)
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise UserError(f"weights config {where!r}: sample_size must be a positive integer (or a pair), got {size!r}")
+    if unet.config.out_channels != unet.config.in_channels:
+        raise UserError(f"weights config {where!r}: out_channels ({unet.config.out_channels}) must equal in_channels "
+                        f"({unet.config.in_channels}) for DDPM sampling, which predicts the noise of its input")
+    return side
+
+
+def check_unet_folder(folder: Path) -> None:
+    """Check a UNet (or pipeline) folder against its config, built and dry-run on the meta device."""
+    folder = model_folder(folder, "unet")
+    unet = check_diffusers_model(UNet2DModel, folder)
+    side = image_size_of(unet, folder)
+    sample = torch.empty(1, int(unet.config.in_channels), side, side, device="meta")
+    dry_run(Denoiser(unet), (sample, torch.zeros(1, dtype=torch.int64, device="meta")), folder)
 
 
 def batch_timestep(timestep: torch.Tensor | int, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -162,7 +186,12 @@ class DDPM(Workload):
     iterative = True
     schedulers = tuple(SCHEDULER_CLASSES)
     default_steps = DEFAULT_STEPS
+    max_steps = NOISE_SCHEDULE["num_train_timesteps"]
     default_scheduler = DEFAULT_SCHEDULER
+
+    @classmethod
+    def check_weights(cls, size: str, folder: Path) -> None:
+        check_unet_folder(folder)
 
     def __init__(
         self,
@@ -175,14 +204,14 @@ class DDPM(Workload):
     ) -> None:
         sampler = choose_sampler(steps, scheduler)
         super().__init__(size, seed, steps=sampler.steps, scheduler=sampler.scheduler, weights=weights)
-        if weights is None:
+        folder = None if weights is None else model_folder(weights, "unet")
+        if folder is None:
             unet = build_random_unet(UNET_PRESETS[size], seed)
             self.weights_digest: str | None = None
         else:
-            folder = model_folder(weights, "unet")
             unet = load_diffusers_model(UNet2DModel, folder)
             self.weights_digest = weights_sha256(folder)
-        self.image_size = image_size_of(unet)
+        self.image_size = image_size_of(unet, folder)
         self.in_channels = int(unet.config.in_channels)
         self.denoiser = Denoiser(unet).eval()
         self.scheduler_class = SCHEDULER_CLASSES[sampler.scheduler]

@@ -32,10 +32,17 @@ import torch
 from torch import nn
 
 from ..bench.errors import UserError
+from . import checkpoint
 from .base import Batch, ComponentFn, Workload
-from .weights import require_folder, weights_sha256
+from .weights import list_weight_files, require_folder, weights_sha256
 
 COMPONENT = "generator"
+MODEL_NAME = "the DCGAN generator"
+# A weights folder holds one of these (safetensors first, as diffusers prefers it) and optionally config.json.
+WEIGHT_FILES: tuple[str, ...] = ("generator.safetensors", "generator.pt")
+# Bounds on a folder's config.json: generous for any real generator, small enough to refuse a typo.
+MAX_WIDTH = 1 << 16
+MAX_IMAGE_SIZE = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,15 @@ class Generator(nn.Module):
         return self.main(z)
 
 
+def is_power_of_two_from_8(size: int) -> bool:
+    return size >= 8 and size & (size - 1) == 0
+
+
 def generator_layers(config: GeneratorConfig) -> list[nn.Module]:
     """The layer list for `config`: the paper's 64 px generator when nz=100, ngf=64, image_size=64."""
-    doublings = round(math.log2(config.image_size)) - 2
-    if config.image_size < 8 or 2 ** (doublings + 2) != config.image_size:
+    if not is_power_of_two_from_8(config.image_size):
         raise UserError(f"DCGAN image_size must be a power of two >= 8, got {config.image_size}")
+    doublings = round(math.log2(config.image_size)) - 2
     # Hidden widths from the input side: ngf·2^(k-1), ..., 2·ngf, ngf.
     widths = [config.ngf * 2**i for i in reversed(range(doublings))]
     layers: list[nn.Module] = [
@@ -137,30 +148,49 @@ def build_random_generator(config: GeneratorConfig, seed: int) -> Generator:
 
 
 def read_folder_config(folder: Path, default: GeneratorConfig) -> GeneratorConfig:
-    """`default` overridden by the fields of `folder/config.json`, when there is one."""
+    """`default` overridden by the fields of `folder/config.json`, when there is one; each value checked."""
     path = folder / "config.json"
     if not path.is_file():
         return default
     try:
         overrides = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read DCGAN config {path}: {error}") from error
+        raise UserError(f"cannot read DCGAN config {str(path)!r}: {error}") from error
     known = {f.name for f in fields(GeneratorConfig)}
     if not isinstance(overrides, dict) or not set(overrides) <= known:
-        raise UserError(f"DCGAN config {path} must be a JSON object with keys among {sorted(known)}")
-    return replace(default, **overrides)
+        raise UserError(f"DCGAN config {str(path)!r} must be a JSON object with keys among {sorted(known)}")
+    for key, value in overrides.items():
+        limit = MAX_IMAGE_SIZE if key == "image_size" else MAX_WIDTH
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise UserError(f"DCGAN config {str(path)!r}: {key} must be an integer from 1 to {limit}, got {value!r}")
+    config = replace(default, **overrides)
+    if not is_power_of_two_from_8(config.image_size):
+        raise UserError(f"DCGAN config {str(path)!r}: image_size must be a power of two >= 8, got {config.image_size}")
+    return config
+
+
+def generator_files(folder: Path) -> tuple[Path, ...]:
+    """The one checkpoint file of a DCGAN weights folder."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return (folder / name,)
+    raise UserError(f"weights folder {str(folder)!r} has no {' or '.join(WEIGHT_FILES)} ({list_weight_files(folder)})")
+
+
+def check_generator_folder(folder: Path, default: GeneratorConfig) -> GeneratorConfig:
+    """Check a weights folder against the generator its config describes, built on the meta device."""
+    config = read_folder_config(require_folder(folder), default)
+    with torch.device("meta"):
+        model = Generator(config)
+    found = checkpoint.read_checkpoint(generator_files(folder))
+    checkpoint.check(found, checkpoint.model_specs(model), MODEL_NAME)
+    return config
 
 
 def load_generator(folder: Path, config: GeneratorConfig) -> Generator:
-    """A generator with the state_dict of `folder/generator.pt`, in eval mode."""
-    path = folder / "generator.pt"
+    """A generator holding the weights of `folder`'s checkpoint, in eval mode, after the parent's check."""
     generator = Generator(config)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        generator.load_state_dict(state)
-    except (OSError, RuntimeError, ValueError, TypeError) as error:
-        reason = " ".join(str(error).split())
-        raise UserError(f"cannot load DCGAN weights from {path}: {reason}") from error
+    checkpoint.load_checked(generator, generator_files(folder), MODEL_NAME)
     return generator.eval()
 
 
@@ -171,6 +201,10 @@ class DCGAN(Workload):
     family = "gan"
     unit = "image"
     description = "DCGAN generator (Radford et al. 2015): one forward pass from latent z to image"
+
+    @classmethod
+    def check_weights(cls, size: str, folder: Path) -> None:
+        check_generator_folder(folder, PRESETS[size])
 
     def __init__(
         self,

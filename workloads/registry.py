@@ -10,6 +10,7 @@ once, with a message that names the bad value and the valid choices.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,22 +39,52 @@ def get(name: str) -> type[Workload]:
     return load(WORKLOADS[name])
 
 
-def check(name: str, size: str, *, steps: int | None = None, scheduler: str | None = None) -> type[Workload]:
+def check(
+    name: str,
+    size: str,
+    *,
+    steps: int | None = None,
+    scheduler: str | None = None,
+    weights: str | Path | None = None,
+) -> type[Workload]:
     """Validate user-facing choices without building anything; return the workload class.
 
-    Cheap (no model is built), so the CLI can refuse bad input before it opens
-    a store or spends minutes measuring.
+    Cheap (no model is built, a `weights` folder is checked from its config
+    and checkpoint headers on the meta device), so the CLI can refuse bad
+    input before it opens a store or spends minutes measuring.
     """
     workload_class = get(name)
     if size not in workload_class.sizes:
         raise UserError(f"unknown size {size!r} for {name}; choose from: {', '.join(workload_class.sizes)}")
+    if weights is not None:
+        if not str(weights):
+            raise UserError("--weights must name a folder, got ''")
+        check_weights(workload_class, size, Path(weights))
     if not workload_class.iterative:
         return workload_class
     if scheduler is not None and scheduler not in workload_class.schedulers:
         raise UserError(f"unknown scheduler {scheduler!r} for {name}; choose from: {', '.join(workload_class.schedulers)}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise UserError(f"steps must be an integer >= 1, got {steps!r}")
+        raise UserError(f"steps must be an integer >= 1, got {steps!r}", key="steps")
+    if steps is not None and workload_class.max_steps is not None and steps > workload_class.max_steps:
+        raise UserError(f"--steps must be from 1 to {workload_class.max_steps} for {name} (its schedule's "
+                        f"timesteps), got {steps}", key="steps")
     return workload_class
+
+
+def check_weights(workload_class: type[Workload], size: str, folder: Path) -> None:
+    """`workload_class.check_weights`, once per unchanged folder: a sweep's cells share one check."""
+    from .weights import folder_signature, require_folder
+
+    require_folder(folder)
+    _checked(workload_class, size, folder, folder.resolve(), folder_signature(folder))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(workload_class: type[Workload], size: str, folder: Path, resolved: Path, signature: tuple) -> None:
+    # Only a folder that passed is cached (a raising call is not); `resolved` and `signature` key it on
+    # where it is and what it holds, `folder` keeps messages in the user's own spelling.
+    workload_class.check_weights(size, folder)
 
 
 def build(
@@ -71,7 +102,7 @@ def build(
     scheduler: they are dropped here, and the harness records a warning when
     the user gave them.
     """
-    workload_class = check(name, size, steps=steps, scheduler=scheduler)
+    workload_class = check(name, size, steps=steps, scheduler=scheduler, weights=weights)
     if not workload_class.iterative:
         return workload_class(size, seed, weights=weights)
     return workload_class(size, seed, steps=steps, scheduler=scheduler, weights=weights)

@@ -20,6 +20,7 @@ contract test checks that they are not near-constant).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,10 +29,16 @@ import torch
 from diffusers import AutoencoderKL
 from torch import nn
 
+from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
+from .weights import (
+    CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
+)
 
 COMPONENT = "decoder"
+# What `LatentDecoder` keeps of an AutoencoderKL: a checkpoint must hold these; the encoder's
+# tensors may be absent (they are dropped), but must fit the model when present.
+DECODER_PREFIXES: tuple[str, ...] = ("decoder.", "post_quant_conv.")
 
 # The Stable Diffusion VAE (e.g. the "vae/config.json" of SD 1.5 and 2.1).
 SD_VAE_CONFIG: Mapping[str, Any] = {
@@ -102,6 +109,37 @@ def build_random_vae(model_config: Mapping[str, Any], seed: int) -> AutoencoderK
         return AutoencoderKL(**model_config)
 
 
+def decoder_needs(name: str) -> bool:
+    return name.startswith(DECODER_PREFIXES)
+
+
+def latent_geometry(vae: AutoencoderKL, image_size: int, folder: Path | None = None) -> tuple[int, int]:
+    """(latent channels, latent side) of `vae` decoding to `image_size`; a loaded config is checked first."""
+    config = vae.config
+    # Each decoder level but the last upsamples ×2.
+    latent_size = image_size // 2 ** (len(config.block_out_channels) - 1)
+    if folder is not None:
+        where = str(folder / CONFIG_NAME)
+        if latent_size < 1:
+            raise UserError(f"weights config {where!r}: {len(config.block_out_channels)} decoder levels upsample "
+                            f"more than the benchmark's {image_size} px image allows")
+        for key in ("scaling_factor", "shift_factor"):
+            value = getattr(config, key, None)
+            if key == "shift_factor" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
+                raise UserError(f"weights config {where!r}: {key} must be a finite non-zero number, got {value!r}")
+    return int(config.latent_channels), latent_size
+
+
+def check_vae_folder(folder: Path, image_size: int) -> None:
+    """Check a VAE (or pipeline) folder against the decoder it would give, built and dry-run on the meta device."""
+    folder = model_folder(folder, "vae")
+    vae = check_diffusers_model(AutoencoderKL, folder, decoder_needs)
+    channels, side = latent_geometry(vae, image_size, folder)
+    dry_run(LatentDecoder(vae), (torch.empty(1, channels, side, side, device="meta"),), folder)
+
+
 class VAEDecoder(Workload):
     """The VAE decoder of latent diffusion: latents (B, C, h, w) ~ N(0, I) → images (B, 3, H, W)."""
 
@@ -109,6 +147,10 @@ class VAEDecoder(Workload):
     family = "vae"
     unit = "image"
     description = "AutoencoderKL decoder (Stable Diffusion VAE): one decode from scaled latents to image"
+
+    @classmethod
+    def check_weights(cls, size: str, folder: Path) -> None:
+        check_vae_folder(folder, PRESETS[size].image_size)
 
     def __init__(
         self,
@@ -121,18 +163,16 @@ class VAEDecoder(Workload):
     ) -> None:
         super().__init__(size, seed, steps=steps, scheduler=scheduler, weights=weights)
         preset = PRESETS[size]
-        if weights is None:
+        folder = None if weights is None else model_folder(weights, "vae")
+        if folder is None:
             vae = build_random_vae(preset.model_config, seed)
             self.weights_digest: str | None = None
         else:
-            folder = model_folder(weights, "vae")
-            vae = load_diffusers_model(AutoencoderKL, folder)
+            vae = load_diffusers_model(AutoencoderKL, folder, decoder_needs)
             self.weights_digest = weights_sha256(folder)
         self.model_config = public_config(vae)
         self.image_size = preset.image_size
-        # Each decoder level but the last upsamples ×2.
-        self.latent_size = preset.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
-        self.latent_channels = int(vae.config.latent_channels)
+        self.latent_channels, self.latent_size = latent_geometry(vae, preset.image_size, folder)
         # Only the decoder half is kept; the encoder is freed with `vae`.
         self.decoder = LatentDecoder(vae).eval()
 
