@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .base import Backend, PrepareContext
 from .options import choice, positive_int
+from .torch_device import resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +83,9 @@ class NullBackend(Backend):
             positive_int(options, "fault_at")
 
     def check_device(self, device: str, precision: str) -> None:
-        pass  # nothing runs on the device: every device name is accepted as given
+        # Nothing runs on the device, but the record names it: a device this machine lacks
+        # (or a misspelt one) would make the record claim a measurement that never happened there.
+        resolve_device(device)
 
     def prepare(
         self,

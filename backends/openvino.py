@@ -36,9 +36,12 @@ HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 
 def ov_device(device: str) -> str:
     """`--device` → OpenVINO's device name: cpu → CPU, gpu:1 → GPU.1, npu → NPU, auto → AUTO."""
-    kind, _, index = device.partition(":")
+    kind, colon, index = device.partition(":")
     if kind not in ("cpu", "gpu", "npu", "auto"):
-        raise UserError(f"backend openvino runs on cpu, gpu[:N], npu or auto; got --device {device}")
+        raise UserError(f"backend openvino runs on cpu, gpu[:N], npu or auto; got --device {device!r}")
+    # Only GPUs are numbered: OpenVINO's CPU plugin refuses any device id at compile time.
+    if colon and (kind != "gpu" or not index.isdigit()):
+        raise UserError(f"backend openvino numbers only GPUs (gpu:N); got --device {device!r}")
     return kind.upper() + (f".{index}" if index else "")
 
 
@@ -183,7 +186,9 @@ class OpenVinoBackend(Backend):
         name = ov_device(device)
         core = ov.Core()
         present = core.available_devices
-        if name != "AUTO" and name not in present and name.split(".")[0] not in present:
+        # One GPU is listed as "GPU", several as "GPU.0", "GPU.1": gpu:0 is either, gpu:N must be listed.
+        listed = name in present or (name in ("GPU", "GPU.0") and {"GPU", "GPU.0"} & set(present))
+        if name != "AUTO" and not listed:
             raise BackendUnavailable(f"OpenVINO sees no {name} device here (available: {', '.join(present)})")
         if precision in CAPABILITIES and name != "AUTO":
             capabilities = list(core.get_property(name, "OPTIMIZATION_CAPABILITIES"))

@@ -19,7 +19,7 @@ from ..backends import registry as backend_registry
 from ..backends.base import PRECISIONS
 from ..workloads import registry as workload_registry
 from ..workloads.base import SIZES
-from . import scenarios
+from . import limits, scenarios
 from .errors import UserError
 from .quantities import parse_duration, parse_rate
 from .scenarios import ServerSettings
@@ -124,14 +124,14 @@ class RunConfig:
         server_keys = ("rate", "max_batch", "max_wait", "slo_p99", "find_max_rate")
         server = None
         if any(v.get(k) not in (None, False) for k in server_keys):
+            rate, slo = v.get("rate"), v.get("slo_p99")
             server = ServerSettings(
-                rate_qps=parse_rate(v["rate"], "--rate") if v.get("rate") is not None else None,
-                max_batch=_int(v, "max_batch", 1),
-                max_wait_s=parse_duration(v.get("max_wait", 0.0), "--max-wait"),
-                slo_p99_s=parse_duration(v["slo_p99"], "--slo-p99") if v.get("slo_p99") is not None else None,
+                rate_qps=_bounded("rate", parse_rate(rate, "--rate") if rate is not None else None),
+                max_batch=_bounded("max_batch", _int(v, "max_batch", 1)),
+                max_wait_s=_bounded("max_wait", parse_duration(v.get("max_wait", 0.0), "--max-wait")),
+                slo_p99_s=_bounded("slo_p99", parse_duration(slo, "--slo-p99") if slo is not None else None),
                 find_max_rate=_bool(v, "find_max_rate"),
             )
-        target = v.get("target_rel_iqr")
         return cls(
             workload=_str(v, "workload"),
             backend=_str(v, "backend"),
@@ -139,19 +139,20 @@ class RunConfig:
             device=_str(v, "device", "cpu"),
             precision=_str(v, "precision", "fp32"),
             scenario=_str(v, "scenario", "latency"),
-            batch_size=_int(v, "batch_size", None),
-            steps=_int(v, "steps", None),
+            batch_size=_bounded("batch_size", _int(v, "batch_size", None)),
+            steps=_bounded("steps", _int(v, "steps", None)),
             scheduler=_str(v, "scheduler", None),
-            seed=_int(v, "seed", 0),
+            seed=_bounded("seed", _int(v, "seed", 0)),
             weights=_str(v, "weights", None),
             stop=StopRule(
-                min_duration_s=_float(v, "duration", 5.0),
-                min_iterations=_int(v, "min_iterations", 10),
-                max_iterations=_int(v, "max_iterations", 100_000),
-                max_duration_s=_float(v, "max_duration", 600.0),
-                target_rel_iqr=_float(v, "target_rel_iqr", None) if target is not None else None,
+                min_duration_s=_bounded("duration", _float(v, "duration", 5.0)),
+                min_iterations=_bounded("min_iterations", _int(v, "min_iterations", 10)),
+                max_iterations=_bounded("max_iterations", _int(v, "max_iterations", 100_000)),
+                max_duration_s=_bounded("max_duration", _float(v, "max_duration", 600.0)),
+                target_rel_iqr=_bounded("target_rel_iqr", _float(v, "target_rel_iqr", None)),
             ),
-            warmup=WarmupRule(iterations=_int(v, "warmup", 2), duration_s=_float(v, "warmup_duration", 1.0)),
+            warmup=WarmupRule(iterations=_bounded("warmup", _int(v, "warmup", 2)),
+                              duration_s=_bounded("warmup_duration", _float(v, "warmup_duration", 1.0))),
             options=_pairs(v, "options"),
             labels=_pairs(v, "labels"),
             server=server,
@@ -209,6 +210,11 @@ def _str(values: Mapping[str, Any], key: str, default: Any = ...) -> Any:
     if value is not None and not isinstance(value, str):
         raise UserError(f"{_flag(key)} must be a string, got {value!r}")
     return value
+
+
+def _bounded(key: str, value: Any) -> Any:
+    """The value, checked against its range in `limits.BOUNDS` (None: left to the default)."""
+    return limits.check(key, value)
 
 
 def _int(values: Mapping[str, Any], key: str, default: int | None) -> Any:

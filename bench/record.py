@@ -15,14 +15,13 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UserError
+from .outputs import check_output, write_text_atomic  # noqa: F401  (write_text_atomic: importers use it from here)
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "invalid", "failed")
@@ -133,25 +132,8 @@ class Record:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
 
 
-def write_json(records: list[Record] | Record, path: Path) -> None:
+def write_json(records: list[Record] | Record, path: Path, flag: str = "--json") -> None:
     """Write one record (an object) or several (a list) atomically: never a half-written file."""
     payload: Any = records.to_dict() if isinstance(records, Record) else [r.to_dict() for r in records]
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise UserError(f"--json {path}: folder {directory} does not exist")
-    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary file beside it, renamed over it once complete."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    check_output(Path(path), None, flag)
+    write_text_atomic(Path(path), json.dumps(payload, indent=2, allow_nan=False) + "\n", flag)

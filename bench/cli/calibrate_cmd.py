@@ -7,7 +7,8 @@ from typing import Any, Optional, Sequence
 
 import typer
 
-from ..errors import BackendUnavailable, UserError
+from ..errors import BackendUnavailable
+from ..outputs import check_output
 from .app import app, stdout_console, user_errors
 from .reading import STORE_HELP
 
@@ -36,8 +37,7 @@ def calibrate_command(
         from ..store import Store
 
         duration_s = ceilings.check_duration(duration)
-        if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
-            raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        check_output(json_path, None, "--json")  # before anything is measured
         resolved = ceilings.resolve_device(device)
         # Refused input has changed nothing; only now may the store file be created.
         with Store.open(store) as opened:

@@ -69,7 +69,7 @@ def compare_command(
         if not comparison.cells:
             raise UserError(no_match_message(comparison, base_holds, new_holds))
         if markdown is not None:
-            write_text_atomic(markdown, markdown_report(comparison))
+            write_text_atomic(markdown, markdown_report(comparison), "--markdown")
 
         console = stdout_console()
         console.print(rich_report(comparison))

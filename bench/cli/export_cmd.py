@@ -30,5 +30,5 @@ def export_command(
         check_output(output, ("jsonl",))
         records, url = load_records(where, store, samples=True)
         lines = [json.dumps(r.to_dict(), separators=(",", ":"), allow_nan=False) for r in records]
-        write_text_atomic(output, "\n".join(lines) + "\n")
+        write_text_atomic(output, "\n".join(lines) + "\n", "-o")
         typer.echo(f"exported {len(records)} records from {url} to {output}")

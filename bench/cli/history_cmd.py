@@ -55,5 +55,5 @@ def history_command(
         if output is not None:
             render = {"html": history_render.to_html, "md": history_render.to_markdown,
                       "json": history_render.to_json}[suffix or ""]
-            write_text_atomic(output, render(result))
+            write_text_atomic(output, render(result), "-o")
             console.print(f"history written to {output}", markup=False, highlight=False)

@@ -102,12 +102,12 @@ def _emit(plan, fmt, output, json_path) -> None:  # type: ignore[no-untyped-def]
     for renderable in plan_tables(plan):
         console.print(renderable)
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(plan_dict(plan), indent=2, allow_nan=False))
+        write_text_atomic(json_path, json.dumps(plan_dict(plan), indent=2, allow_nan=False), "--json")
         typer.echo(f"plan written to {json_path}")
     if output is not None:
         from ...reports.plan.render import render
 
-        write_text_atomic(output, render(plan, fmt))
+        write_text_atomic(output, render(plan, fmt), "-o")
         typer.echo(f"procurement report written to {output}")
 
 
@@ -130,5 +130,5 @@ def _validate(where: List[str], store: Optional[str], json_path: Optional[Path],
                         "device with a roofline: run `aigcbench calibrate`, then a sweep)")
     stdout_console().print(validation_table(result))
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(validation_dict(result), indent=2, allow_nan=False))
+        write_text_atomic(json_path, json.dumps(validation_dict(result), indent=2, allow_nan=False), "--json")
         typer.echo(f"validation rows written to {json_path}")

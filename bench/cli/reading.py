@@ -6,11 +6,10 @@ grammar reads the same in every `--help` (DESIGN.md, principle 5).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
-from ..record import write_text_atomic  # noqa: F401  (the commands write their outputs with it)
+from ..outputs import check_output, write_text_atomic  # noqa: F401  (the commands check and write their outputs with them)
 
 WHERE_HELP = (
     "Select records: KEY=VALUE, repeatable; keys: workload, size, backend, precision, device, hardware, "
@@ -49,22 +48,3 @@ def nothing_matches(selection: Any, held: dict[str, Any]) -> str:
         for key, values in held.items() if key != "records"
     )
     return f"no record matches {selection.describe()}; the store holds {held['records']} records ({shown})"
-
-
-def check_output(path: Path | None, suffixes: Sequence[str], flag: str = "-o") -> str | None:
-    """Refuse an output path before anything is read: unknown suffix, missing folder, a directory.
-
-    Returns the suffix (without the dot), or None when no path was given.
-    """
-    if path is None:
-        return None
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a directory")
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in suffixes:
-        raise UserError(f"{flag} {path}: unknown format {path.suffix or '(none)'!r}; choose from "
-                        + ", ".join(f".{s}" for s in suffixes))
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: folder {parent} does not exist")
-    return suffix

@@ -49,7 +49,7 @@ def report_command(
         console = stdout_console()
         console.print(answer_table(result))
         if output is not None and suffix is not None:
-            write_text_atomic(output, _render(suffix, result, records))
+            write_text_atomic(output, _render(suffix, result, records), "-o")
             console.print(f"report written to {output}", highlight=False, markup=False)
 
 
