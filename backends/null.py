@@ -6,7 +6,8 @@ the pipeline call, `synchronize`, the clock reads and the loop's bookkeeping.
 
 It is also the harness's fault injector: `--option fault=segfault|hang|exception`
 makes call number `fault_at` (1 = the cold-start first call) crash the worker
-process, hang it, or raise. Sweeps use it to prove that one broken cell
+process, hang it, or raise; `fault=refuse` refuses the input while preparing,
+as a check only the worker can make would. Sweeps use it to prove that one broken cell
 becomes a `failed` record while every other cell is measured
 (`sweeps/isolation-check.toml`).
 
@@ -20,6 +21,7 @@ import ctypes
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..bench.errors import UserError
 from .base import Backend, PrepareContext
 from .options import choice, positive_int
 from .torch_device import resolve_device
@@ -27,7 +29,7 @@ from .torch_device import resolve_device
 if TYPE_CHECKING:
     import torch
 
-FAULTS = ("none", "exception", "segfault", "hang")
+FAULTS = ("none", "exception", "segfault", "hang", "refuse")
 
 
 class NullSession:
@@ -97,6 +99,8 @@ class NullBackend(Backend):
         context: PrepareContext,
     ) -> NullSession:
         fault = choice(options, "fault", FAULTS, "none")
+        if fault == "refuse":  # bad input only the worker can see (a check that needs the built model)
+            raise UserError("null backend: input refused in the worker (injected)")
         fault_at = positive_int(options, "fault_at") if "fault_at" in options else 1
         info = {"precision_run": precision, "computes": "nothing (returns its first input)", "fault": fault}
         return NullSession(example_inputs[0].device, fault, fault_at, info)

@@ -1,7 +1,7 @@
 """Run one cell in its own worker process and always get a record back.
 
-The parent spawns `python -m aigcbench.bench.worker` (a fresh interpreter,
-not a fork: no inherited threads, CUDA context or allocator state) and blocks
+The parent spawns a fresh interpreter running `aigcbench.bench.worker` (not
+a fork: no inherited threads, CUDA context or allocator state) and blocks
 on it — on Linux with a pidfd and `select`, so it sleeps until the worker
 exits, prints progress, or the timeout passes; it never polls. Whatever
 happens to the worker becomes a record:
@@ -12,7 +12,15 @@ happens to the worker becomes a record:
 * still running at the timeout → SIGUSR1 (the worker's faulthandler prints
   where it is), then SIGKILL to its whole process group → `failed`, naming
   the stage it was in;
-* any other exit → `failed` with the last line of its stderr.
+* any other exit → `failed` with the last line of its stderr;
+* under a memory limit, any of these caused by a failed allocation →
+  `failed` with "exceeded memory limit 8 GiB", the limit under `metadata.memory_limit`.
+
+The worker never imports from the current directory: `python -m` and `-c`
+put it first on `sys.path`, where a stray `inspect.py` in the folder the user
+runs from would shadow the standard library and run in the worker. The
+bootstrap removes that entry before importing anything (`-P` would too, but
+only from Python 3.11, and the worker's interpreter may be older).
 
 The last lines of the worker's stderr are kept in `metadata.stderr_tail`.
 Ctrl-C kills the worker group and re-raises, so a sweep can stop cleanly with
@@ -35,7 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .config import RunConfig
+from .errors import BackendUnavailable, UserError
 from .record import Record
 from .runner import RunObserver, failure_record
 
@@ -61,6 +71,7 @@ class _Outcome:
     rusage: Any = None
     wall_s: float = 0.0
     hung_at: str | None = None
+    refused: dict | None = None  # the worker's own refusal: exit code, message, key
 
 
 def run_isolated(
@@ -69,23 +80,43 @@ def run_isolated(
     timeout_s: float | None,
     observer: RunObserver,
     python: str = sys.executable,
+    memory_limit_bytes: int | None = None,
 ) -> Record:
-    """Measure `config` in a fresh worker process; return its record, or a `failed` one saying why."""
+    """Measure `config` in a fresh worker process; return its record, or a `failed` one saying why.
+
+    `memory_limit_bytes` caps the worker's memory (see `bench/resources.py`);
+    the caller has checked it with `resources.check_memory_limit`.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="aigcbench-cell-"))
     try:
         config_path, record_path, stderr_path = workdir / "config.json", workdir / "record.json", workdir / "stderr.log"
         config_path.write_text(json.dumps(config.to_dict()))
         with open(stderr_path, "wb") as stderr:
             outcome = _run_worker(
-                [python, "-m", "aigcbench.bench.worker", str(config_path), str(record_path)],
-                stderr, timeout_s, observer,
+                worker_argv(python, config_path, record_path, memory_limit_bytes), stderr, timeout_s, observer
             )
         tail = _tail(stderr_path, STDERR_TAIL_LINES)
         if outcome.timed_out:
             outcome.hung_at = _hung_at(stderr_path)
-        return _record_of(config, outcome, record_path, tail, timeout_s)
+        record = _record_of(config, outcome, record_path, tail, timeout_s)
+        return record if memory_limit_bytes is None else _under_limit(record, memory_limit_bytes, tail, outcome)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# Runs before anything of ours is imported: drop the '' entry `-c` puts first
+# on sys.path (the current directory), then hand over to the worker. Only
+# `sys` is touched before that, and it is built in.
+_BOOTSTRAP = (
+    "import sys; sys.path[:] = [p for p in sys.path if p != '']; "
+    f"from {__package__}.worker import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def worker_argv(python: str, config_path: Path, record_path: Path, memory_limit_bytes: int | None = None) -> list[str]:
+    """The command line of one worker: never `-m`, which would import from the current directory."""
+    limit = [] if memory_limit_bytes is None else [f"--memory-limit-bytes={memory_limit_bytes}"]
+    return [python, "-c", _BOOTSTRAP, str(config_path), str(record_path), *limit]
 
 
 def _run_worker(argv: list[str], stderr: Any, timeout_s: float | None, observer: RunObserver) -> _Outcome:
@@ -171,6 +202,8 @@ def _relay(data: bytes, observer: RunObserver, outcome: _Outcome) -> bytes:
             observer.stage(outcome.last_stage)
         elif "loop" in event:
             observer.loop(*event["loop"])
+        elif "refused" in event:
+            outcome.refused = dict(event["refused"])
     return rest
 
 
@@ -243,12 +276,29 @@ def _worker_accounting(outcome: _Outcome) -> dict[str, Any]:
 
 
 def _record_of(config: RunConfig, outcome: _Outcome, record_path: Path, tail: list[str], timeout_s: float | None) -> Record:
+    _raise_refusal(outcome)
     worker = _worker_accounting(outcome)
     if outcome.returncode == 0 and not outcome.timed_out and record_path.exists():
         record = Record.from_dict(json.loads(record_path.read_text()))
         return dataclasses.replace(record, metadata={**record.metadata, "worker": worker})
     reason = _failure_reason(outcome, tail, timeout_s)
     return failure_record(config, reason, metadata={"worker": worker, "stderr_tail": tail})
+
+
+def _raise_refusal(outcome: _Outcome) -> None:
+    """A worker that refused its cell (bad input, a missing device) is a refusal here too, never a record.
+
+    The parent refuses everything it can before starting a worker; what only
+    the worker can find (a check that needs the built model) still must not
+    become a stored `failed` record, which would block the cell on resume.
+    """
+    refused = outcome.refused
+    if refused is None or outcome.timed_out or outcome.returncode != refused.get("exit_code"):
+        return
+    message = " ".join(str(refused.get("message", "")).split())  # one line, whatever the worker said
+    if refused["exit_code"] == BackendUnavailable.exit_code:
+        raise BackendUnavailable(message)
+    raise UserError(message, key=refused.get("key"))
 
 
 def _failure_reason(outcome: _Outcome, tail: list[str], timeout_s: float | None) -> str:
@@ -266,3 +316,21 @@ def _failure_reason(outcome: _Outcome, tail: list[str], timeout_s: float | None)
     if code == 0:
         return f"worker exited without writing its record{last}"
     return f"worker exited with code {code} during {outcome.last_stage!r}{last}"
+
+
+def _under_limit(record: Record, limit: int, tail: list[str], outcome: _Outcome) -> Record:
+    """Say the limit in the record; a cell that failed for want of memory fails with the limit as its reason.
+
+    The worker's own words (a MemoryError, torch's "can't allocate memory", a
+    C++ bad_alloc abort) stay in `metadata.memory_limit.error`; the reason is
+    the same text for every such failure, so reruns and comparisons match.
+    """
+    applied = {"bytes": limit, "mechanism": resources.MECHANISM}
+    metadata = {**record.metadata, "memory_limit": applied}
+    if record.status != "failed" or outcome.timed_out:
+        return dataclasses.replace(record, metadata=metadata)
+    evidence = [record.reason or "", str(record.metadata.get("traceback") or ""), *tail]
+    if not resources.out_of_memory(evidence):
+        return dataclasses.replace(record, metadata=metadata)
+    metadata["memory_limit"] = {**applied, "error": record.reason}
+    return dataclasses.replace(record, reason=resources.exceeded_reason(limit), metadata=metadata)

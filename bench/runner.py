@@ -260,6 +260,8 @@ def _measure(
                 session.synchronize()
         tolerance = workload.tolerances[cell.config.precision]
         return replace(m, fidelity=gate(outputs, reference, tolerance, workload.ungated_outputs()))
+    except (UserError, BackendUnavailable):
+        raise  # a refusal of the input (or of this machine), not a result: nothing is stored for it
     except Exception as exc:  # a failing backend is a result, not a crash (see module docstring)
         return replace(m, failure=Failure.of(exc))
     finally:

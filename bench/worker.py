@@ -1,7 +1,8 @@
 """The worker process: measures one cell and writes its record; nothing else.
 
-`python -m aigcbench.bench.worker CONFIG.json RECORD.json` — spawned by
-`bench/isolation.py`, one fresh interpreter per cell, so a segfault, a hang,
+`python -m aigcbench.bench.worker CONFIG.json RECORD.json [--memory-limit-bytes=N]`
+— spawned by `bench/isolation.py` (through a bootstrap that keeps the current
+directory off `sys.path`), one fresh interpreter per cell, so a segfault, a hang,
 a leak or a runtime's global state (thread pools, allocator caches, compiled
 kernels) cannot reach the next cell, and the peak memory the kernel accounts
 to this process is this cell's alone.
@@ -12,6 +13,10 @@ Protocol with the parent:
   library prints to stdout is redirected to stderr so it cannot corrupt them;
 * stderr is the parent's log of this cell: on a crash its last lines are the reason;
 * the record is written atomically to RECORD.json; exit 0 means it is there.
+* `--memory-limit-bytes=N` caps the worker's address space (RLIMIT_AS) once
+  numpy, scipy and torch are loaded (`_PRELOAD`), before the cell is built: the
+  limit covers everything the cell allocates, with every thread and
+  subprocess the runtime starts, and the libraries' own mappings count towards it.
 * faulthandler prints the Python stack on a fatal signal, and on SIGUSR1 —
   which the parent sends a worker that ran past its timeout, before killing it,
   so a hang names the line it hung on.
@@ -49,6 +54,10 @@ class PipeObserver:
         now = time.monotonic()
         if now - self._last >= EVENT_INTERVAL_S:
             self._send({"loop": [phase, count, elapsed_ns]})
+
+    def refused(self, err: Exception, exit_code: int) -> None:
+        """Bad input or a missing device found only here: the parent refuses it as it would have."""
+        self._send({"refused": {"exit_code": exit_code, "message": str(err), "key": getattr(err, "key", None)}})
 
     def _send(self, event: dict) -> None:
         self._last = time.monotonic()
@@ -89,23 +98,50 @@ def _event_stream() -> IO[str]:
     return events
 
 
+_LIMIT_FLAG = "--memory-limit-bytes="
+# OpenBLAS (in numpy's and scipy's wheels) retries a failed mmap forever while
+# it initialises, so under an address-space limit it would hang the cell
+# instead of failing it. These are loaded before the limit is applied; their
+# mappings still count towards it, and what the cell allocates later fails fast.
+_PRELOAD = ("numpy", "scipy.special", "torch")
+
+
+def _preload_native_libraries() -> None:
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # not installed: nothing of it can hang either
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m aigcbench.bench.worker CONFIG.json RECORD.json", file=sys.stderr)
+    limits = [arg for arg in argv if arg.startswith(_LIMIT_FLAG)]
+    argv = [arg for arg in argv if not arg.startswith(_LIMIT_FLAG)]
+    if len(argv) != 2 or len(limits) > 1:
+        print(f"usage: python -m aigcbench.bench.worker CONFIG.json RECORD.json [{_LIMIT_FLAG}N]", file=sys.stderr)
         return 2
     _die_with_parent()
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     events = _event_stream()
+    if limits:
+        _preload_native_libraries()
+        from .resources import limit_address_space
+
+        limit_address_space(int(limits[0][len(_LIMIT_FLAG):]))
     from .config import RunConfig
     from .errors import BackendUnavailable, UserError
     from .record import write_json
     from .runner import run_cell
 
     config = RunConfig.from_dict(json.loads(Path(argv[0]).read_text()))
+    observer = PipeObserver(events)
     try:
-        record = run_cell(config, observer=PipeObserver(events))
+        record = run_cell(config, observer=observer)
     except (UserError, BackendUnavailable) as err:  # refused inside the worker: the parent reports the line
+        observer.refused(err, err.exit_code)
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     write_json(record, Path(argv[1]))

@@ -214,3 +214,30 @@ def test_devices_this_machine_lacks_or_no_backend_knows_are_refused(
         pytest.skip(f"{backend} is not installed here")
     line = refused(["--backend", backend, "--device", device], store, code=code)
     assert expected in line
+
+
+def test_a_refusal_only_the_worker_can_make_stores_nothing(store: Path) -> None:
+    """The worker refuses (here injected: a check that needs the built model); the parent refuses it alike."""
+    from .test_cli import cli
+
+    before = digest(store)
+    done = cli(*CELL, "--option", "fault=refuse", "--store", str(store))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["aigcbench: error: null backend: input refused in the worker (injected)"]
+    assert digest(store) == before
+
+
+def test_a_sweep_cell_its_worker_refuses_is_skipped_unstored_and_the_sweep_exits_2(tmp_path: Path) -> None:
+    from aigcbench.bench.store import Store
+
+    from .test_cli import cli
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[defaults]\nsize = "tiny"\nduration = 0\nmin_iterations = 2\nwarmup = 0\nwarmup_duration = 0\n'
+                     '[matrix]\nworkload = ["dcgan"]\nbackend = ["null"]\n'
+                     'options = [{ fault = "none" }, { fault = "refuse" }]\n')
+    done = cli("sweep", str(sweep), "--store", str(tmp_path / "s.db"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refused: null backend: input refused in the worker" in " ".join(done.stdout.split())
+    with Store.open(str(tmp_path / "s.db")) as opened:
+        assert [r.config["options"] for r in opened.records()] == [{"fault": "none"}]

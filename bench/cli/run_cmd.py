@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import UserError
+from ..limits import range_help
+from ..outputs import check_output
 from .app import app, stdout_console, user_errors
 
 
@@ -18,15 +20,22 @@ def run_command(
     size: str = typer.Option("base", help="Model size: tiny, base (the reference paper config) or large."),
     device: str = typer.Option("cpu", help="Device: cpu, cuda, cuda:N, mps (backend dependent)."),
     precision: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
-    batch_size: Optional[int] = typer.Option(None, help="Items per call [default: 1 for latency, 8 for throughput]."),
+    batch_size: Optional[int] = typer.Option(
+        None, help=f"Items per call {range_help('batch_size')} [default: 1 for latency, 8 for throughput]."
+    ),
     scenario: str = typer.Option(
         "latency", help="latency (single stream), throughput (offline) or server (Poisson arrivals)."
     ),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps of iterative workloads [default: 50]."),
+    steps: Optional[int] = typer.Option(
+        None, help=f"Denoising steps of iterative workloads {range_help('steps')}, at most the workload's own "
+        "schedule [default: 50]."
+    ),
     scheduler: Optional[str] = typer.Option(None, help="Scheduler of diffusion workloads: ddpm or ddim [default: ddpm]."),
-    seed: int = typer.Option(0, help="Seed of weights and inputs."),
+    seed: int = typer.Option(0, help=f"Seed of weights and inputs {range_help('seed')}."),
     weights: Optional[Path] = typer.Option(None, help="Load weights from this local folder instead of random init."),
-    duration: float = typer.Option(5.0, help="Minimum measured time in seconds (both this and --min-iterations)."),
+    duration: float = typer.Option(
+        5.0, help=f"Minimum measured seconds {range_help('duration')} (both this and --min-iterations)."
+    ),
     min_iterations: int = typer.Option(10, help="Minimum measured calls."),
     max_iterations: int = typer.Option(100_000, help="Hard cap on measured calls."),
     max_duration: float = typer.Option(600.0, help="Hard cap on measured seconds."),
@@ -46,6 +55,12 @@ def run_command(
     ),
     timeout: Optional[float] = typer.Option(
         None, help="Kill the worker after this many seconds and record the cell as failed [default: none]."
+    ),
+    memory_limit: Optional[str] = typer.Option(
+        None, "--memory-limit",
+        help="Cap the worker's memory (8GiB, 512MiB, 1.5GB, 2G; KiB/MiB/GiB binary, KB/MB/GB decimal, plain number"
+        " = bytes) as RLIMIT_AS, its virtual address space; a cell that exceeds it is recorded as failed"
+        " (\"exceeded memory limit 8 GiB\"). Not with --in-process or a CUDA device [default: none].",
     ),
     in_process: bool = typer.Option(
         False, "--in-process", help="Measure in this process instead of a worker (for debuggers and profilers)."
@@ -68,7 +83,10 @@ def run_command(
     2 on bad input, 3 when the backend or device is unavailable here.
     """
     with user_errors():
+        # Before the imports below (torch): a bad limit is refused at once.
+        limit_bytes = _memory_limit(memory_limit, in_process, device)
         from ...reports.table import result_table, result_notes
+        from .. import limits
         from ..config import RunConfig, parse_pairs
         from ..record import write_json
         from ..runner import preflight, run_cell
@@ -87,10 +105,8 @@ def run_command(
             "find_max_rate": find_max_rate,
         }
         config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
-        if timeout is not None and not timeout > 0:
-            raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
-        if json_path is not None and not json_path.parent.is_dir():
-            raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        limits.check("timeout", timeout)
+        check_output(json_path, None, "--json")  # before anything is measured
         preflight(config)
         # Open the store before measuring: a bad store must not cost a measurement.
         opened = None if no_store else Store.open(store)
@@ -99,7 +115,7 @@ def run_command(
                 if in_process:
                     record = run_cell(config, observer=observer)
                 else:
-                    record = run_isolated(config, timeout_s=timeout, observer=observer)
+                    record = run_isolated(config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes)
             if opened is not None:
                 opened.append(record)
         finally:
@@ -121,3 +137,18 @@ def run_command(
             typer.echo(record.metadata["traceback"], err=True)
     if record.status != "ok":
         raise typer.Exit(1)
+
+
+def _memory_limit(value: Optional[str], in_process: bool, device: str) -> Optional[int]:
+    """--memory-limit in bytes, refused when it cannot be applied to this run's worker."""
+    if value is None:
+        return None
+    from ..resources import check_memory_limit, parse_memory_limit
+
+    limit = parse_memory_limit(value, "--memory-limit")
+    if in_process:
+        # RLIMIT_AS cannot be lifted again by an unprivileged process: applied
+        # here it would bind this CLI, its store writes and everything after.
+        raise UserError("--memory-limit applies to the worker process; it cannot be combined with --in-process")
+    check_memory_limit(limit, device, "--memory-limit")
+    return limit
