@@ -241,3 +241,7 @@ def test_a_sweep_cell_its_worker_refuses_is_skipped_unstored_and_the_sweep_exits
     assert "refused: null backend: input refused in the worker" in " ".join(done.stdout.split())
     with Store.open(str(tmp_path / "s.db")) as opened:
         assert [r.config["options"] for r in opened.records()] == [{"fault": "none"}]
+
+
+def test_an_empty_weights_path_is_refused_not_read_as_the_current_folder(store: Path) -> None:
+    assert "--weights must name a folder, got ''" in refused(["--weights", ""], store)

@@ -32,7 +32,8 @@ def run_command(
     ),
     scheduler: Optional[str] = typer.Option(None, help="Scheduler of diffusion workloads: ddpm or ddim [default: ddpm]."),
     seed: int = typer.Option(0, help=f"Seed of weights and inputs {range_help('seed')}."),
-    weights: Optional[Path] = typer.Option(None, help="Load weights from this local folder instead of random init."),
+    # A str, not a Path: typer turns an empty path into ".", and `--weights ""` must be refused, not read as here.
+    weights: Optional[str] = typer.Option(None, help="Load weights from this local folder instead of random init."),
     duration: float = typer.Option(
         5.0, help=f"Minimum measured seconds {range_help('duration')} (both this and --min-iterations)."
     ),
@@ -97,7 +98,7 @@ def run_command(
         values = {
             "workload": workload, "backend": backend, "size": size, "device": device, "precision": precision,
             "scenario": scenario, "batch_size": batch_size, "steps": steps, "scheduler": scheduler, "seed": seed,
-            "weights": str(weights) if weights else None, "duration": duration, "min_iterations": min_iterations,
+            "weights": weights, "duration": duration, "min_iterations": min_iterations,
             "max_iterations": max_iterations, "max_duration": max_duration, "target_rel_iqr": target_rel_iqr,
             "warmup": warmup, "warmup_duration": warmup_duration,
             "options": parse_pairs(option, "--option"), "labels": parse_pairs(label, "--label"),
