@@ -150,3 +150,43 @@ def out_of_memory(lines: Iterable[str]) -> bool:
 def exceeded_reason(limit: int) -> str:
     """The reason of a cell that exceeded its limit: the same text every time, for compare and resume."""
     return f"exceeded memory limit {format_bytes(limit)}"
+
+
+def check_fits(workload: str, size: str, batch: int, precision: str, device: str) -> None:
+    """Refuse a batch whose memory floor already exceeds the device's memory, before anything is built.
+
+    The floor is the cost model's (`reports/plan/costmodel.CostModel.memory_bytes`:
+    weights at the precision plus twice the largest operator's activations),
+    counted on the meta device for the preset and cached; a batch above it
+    would only end, minutes later, as a failed allocation in the worker. A
+    batch of one is not checked: no preset's weights come near a machine's
+    memory, and the first count costs seconds. Devices without a known size
+    (mps) are not checked.
+    """
+    if batch <= 1:
+        return
+    total = _device_memory(device)
+    if total is None:
+        return
+    from ..reports.plan.costs import model_for
+
+    floor = model_for(workload, size).memory_bytes(batch, precision)
+    if floor > total:
+        raise UserError(
+            f"--batch-size {batch}: {workload} {size} at {precision} needs at least {format_bytes(floor)} "
+            f"(weights plus twice its largest activation), more than the {format_bytes(total)} "
+            f"{'this machine has' if device == 'cpu' else f'of {device}'}",
+            key="batch_size")
+
+
+def _device_memory(device: str) -> int | None:
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.partition(":")[2] or 0)
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    return None

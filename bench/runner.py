@@ -37,6 +37,7 @@ from .clock import Clock, perf_clock
 from .config import RunConfig
 from .device_timer import device_timer_for
 from .errors import BackendUnavailable, UserError
+from .resources import check_fits
 from .fidelity import FIDELITY_BATCH, FIDELITY_SEED_OFFSET, gate
 from .derive import derive, failed
 from .measure import warm_up
@@ -159,6 +160,8 @@ def preflight(config: RunConfig) -> Backend:
     if backend.input_format == "onnx":
         onnx_export.check_exporter(config.options)
     backend.check(config.device, config.precision)
+    if config.weights is None:  # a weights folder's architecture is its own, not the preset's
+        check_fits(config.workload, config.size, config.effective_batch_size, config.precision, config.device)
     return backend
 
 

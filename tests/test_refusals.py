@@ -84,6 +84,8 @@ NUMBERS = [
     (["--steps", "0"], "--steps must be from 1 to 10000"),
     (["--steps", "100000000"], "--steps must be from 1 to 10000"),
     (["--workload", "ddpm", "--steps", "1001"], "--steps must be from 1 to 1000 for ddpm"),
+    (["--workload", "vae", "--size", "large", "--scenario", "throughput", "--batch-size", "4096"],
+     "--batch-size 4096: vae large at fp32 needs at least"),
     (["--timeout", "inf"], "--timeout must be finite"),
     (["--timeout", "nan"], "--timeout must be finite"),
     (["--timeout", "0"], "--timeout must be > 0"),
