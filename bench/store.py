@@ -16,10 +16,12 @@ without samples serves listings, so a whole `--where` selection runs as
 indexed SQL and a report over a large store parses no sample arrays it does
 not draw (tables and upgrades of older stores: `store_layout`).
 
-A store refuses what it did not create. A file that is not SQLite, or a SQLite
-database holding someone else's tables, is left byte-for-byte untouched: it is
-inspected through a read-only, lock-free connection before anything that could
-write to it is opened.
+A store refuses what it did not create, and what this aigcbench cannot read
+or must not rewrite: someone else's file or database, an incomplete store, a
+store of a newer schema or an older layout (`aigcbench store upgrade`
+migrates that one, after a backup). The decision is made before anything
+that could write to it is opened, and a new SQLite store appears whole or
+not at all (`store_safety`).
 """
 
 from __future__ import annotations
@@ -40,24 +42,21 @@ from .record import SCHEMA_VERSION, Record
 from .store_layout import META_TABLE, STORE_LAYOUT
 from .store_layout import backfill as _backfill
 from .store_layout import chunks as _chunks
+from .store_layout import initialise as _create_tables
 from .store_layout import labels as _labels
 from .store_layout import meta as _meta
-from .store_layout import metadata as _metadata
 from .store_layout import records as _records
+from .store_layout import required_tables as _required_tables
 from .store_layout import rows as _rows
-from .store_layout import upgrade as _upgrade
+from .store_safety import BUSY_TIMEOUT_S, Shape, State, classify, create_sqlite, remove_abandoned, sqlite_shape
 
 ENV_VAR = "AIGCBENCH_STORE"
 DEFAULT_PATH = "aigcbench.db"
-APPLICATION = "aigcbench"
 
-# How long a writer waits for another process's transaction before giving up.
-# Sweeps run one worker process per cell, all appending to one file: waiting a
-# while is always better than losing a measured result to "database is locked".
-BUSY_TIMEOUT_S = 30
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _WRITE = "aigcbench_write"  # execution option: this transaction will write
+# PostgreSQL has no database-wide write lock like SQLite's BEGIN IMMEDIATE: two
+# processes creating (or upgrading) a store at once serialise on this advisory lock.
+_PG_LOCK_KEY = 0x6169_6763_6265_6E63 >> 1
 
 
 def resolve_store_url(value: str | None) -> str:
@@ -88,9 +87,25 @@ class Store:
         """Open (and, if it is new or empty, initialise) the store named by `value`.
 
         `value` is resolved by `resolve_store_url`. Raises `UserError` for a
-        missing folder, for a file or database that is not an aigcbench store,
-        and for a store written by a newer aigcbench.
+        missing folder, for a file or database that is not an aigcbench store
+        (or an incomplete one), for a store written by a newer aigcbench, and
+        for one of an older layout (`aigcbench store upgrade` migrates it); any
+        of those is left exactly as it was.
         """
+        store, where = cls._connect(value, upgrading=False)
+        try:
+            store._initialise(where)
+        except sa.exc.OperationalError as exc:
+            store.close()
+            raise UserError(f"store {store.url}: {exc.orig}") from None
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _connect(cls, value: str | None, *, upgrading: bool) -> tuple["Store", str]:
+        """A store on an engine, once the file (if SQLite) is known to be one this command may open."""
         url = resolve_store_url(value)
         try:
             parsed = make_url(url)
@@ -99,9 +114,7 @@ class Store:
         display = parsed.render_as_string(hide_password=True)
         sqlite_path = _sqlite_file(parsed)
         if sqlite_path is not None:
-            _check_sqlite_file(sqlite_path)  # before any connection that could write
-        where = str(sqlite_path) if sqlite_path is not None else display
-
+            _prepare_sqlite_file(sqlite_path, upgrading=upgrading)  # before any connection that could write
         try:
             if parsed.get_backend_name() == "sqlite":
                 engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
@@ -110,29 +123,28 @@ class Store:
                 engine = sa.create_engine(parsed, pool_pre_ping=True)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise UserError(f"store {display}: {exc}") from None
-
-        store = cls(engine, display)
-        try:
-            store._initialise(where)
-        except sa.exc.OperationalError as exc:
-            engine.dispose()
-            raise UserError(f"store {display}: {exc.orig}") from None
-        except BaseException:
-            engine.dispose()
-            raise
-        return store
+        return cls(engine, display), (str(sqlite_path) if sqlite_path is not None else display)
 
     @staticmethod
     def exists(value: str | None = None) -> bool:
         """Whether `value` names a store that is already there (always True for a server database).
 
-        Lets read-only commands (`sweep --dry-run`) avoid creating a SQLite file just to find it empty.
+        Lets read-only commands (`report`, `sweep --dry-run`) avoid creating a
+        SQLite store just to find it empty. A zero-byte file, or a SQLite file
+        without tables, is not a store yet (`open` would initialise it); a file
+        `open` would refuse counts as there, so that `open` says why.
         """
         try:
             path = _sqlite_file(make_url(resolve_store_url(value)))
         except sa.exc.ArgumentError:
             return True  # let `open` report the bad URL
-        return path is None or path.exists()
+        if path is None:
+            return True
+        try:
+            shape = sqlite_shape(path)  # read-only
+        except UserError:
+            return path.exists()
+        return shape is not None and bool(shape.tables)
 
     @property
     def url(self) -> str:
@@ -266,27 +278,21 @@ class Store:
         return _decode(texts)
 
     def _initialise(self, where: str) -> None:
-        # One write transaction: when two processes open a brand-new (or an old)
-        # store at once, the second waits for the first and then finds its tables.
-        with self._writer.begin() as conn:
-            tables = sa.inspect(conn).get_table_names()
-            meta = {}
-            if META_TABLE in tables:
-                meta = {key: value for key, value in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
-            if _is_blank(where, tables, meta):
-                _metadata.create_all(conn)
-                conn.execute(
-                    _meta.insert(),
-                    [
-                        {"key": "application", "value": APPLICATION},
-                        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                        {"key": "store_layout", "value": str(STORE_LAYOUT)},
-                    ],
-                )
+        # Decide on a read first: a store that is ours and complete (nearly every
+        # open) takes no write lock, so a read-only file or a busy sweep never blocks a report.
+        with self._engine.connect() as conn:
+            state = classify(where, _shape(conn))
+            if state is State.CURRENT and not _unsummarised(conn):
                 return
-            if meta.get("store_layout") is None:
-                _upgrade(conn)
-            _backfill(conn)
+        # One write transaction: when two processes open a brand-new store at once,
+        # the second waits for the first and then finds its tables.
+        with self._writer.begin() as conn:
+            _lock_server(conn)
+            state = classify(where, _shape(conn))
+            if state is State.BLANK:
+                _create_tables(conn, SCHEMA_VERSION)
+            else:
+                _backfill(conn)  # rows an older aigcbench appended to this store
 
 
 def _decode(texts: Sequence[str]) -> list[Record]:
@@ -317,23 +323,6 @@ def _where(query: sa.Select, columns: Mapping[str, Collection[Any]], labels: Map
     return query
 
 
-def _is_blank(where: str, tables: Collection[str], meta: Mapping[str, str]) -> bool:
-    """True for an empty database (to initialise); raises unless it is an aigcbench store this version reads."""
-    if META_TABLE not in tables:
-        if tables:
-            raise UserError(f"{where} is not an aigcbench store; refusing to use it")
-        return True
-    if meta.get("application") != APPLICATION:
-        raise UserError(f"{where} is not an aigcbench store; refusing to use it")
-    version = meta.get("schema_version")
-    if version != str(SCHEMA_VERSION):
-        raise UserError(
-            f"store {where} has schema_version {version}; this aigcbench reads schema_version {SCHEMA_VERSION}"
-            " (upgrade aigcbench to use it)"
-        )
-    return False
-
-
 def _sqlite_file(url: sa.URL) -> Path | None:
     """The file behind a SQLite URL; None for other databases, in-memory and `uri=true` URLs."""
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "uri" in url.query:
@@ -341,41 +330,63 @@ def _sqlite_file(url: sa.URL) -> Path | None:
     return Path(url.database).absolute()
 
 
-def _check_sqlite_file(path: Path) -> None:
-    """Refuse a path that must not be written to; never writes, locks or creates anything.
+def _prepare_sqlite_file(path: Path, *, upgrading: bool) -> None:
+    """Refuse a file this command must not open (never writing to it); create a missing store whole."""
+    shape = sqlite_shape(path)
+    if shape is None:
+        create_sqlite(path, _build_sqlite)
+        shape = sqlite_shape(path)  # ours, or the one a racing process linked in first
+        if shape is None:
+            raise UserError(f"store {str(path)!r} was removed while it was being created")
+    classify(str(path), shape, upgrading=upgrading)
+    remove_abandoned(path)  # only now that the folder is known to hold our store
 
-    A missing file or a zero-byte file is fine (it becomes a new store). Anything
-    else must be a SQLite database that is empty or already an aigcbench store.
+
+def _build_sqlite(temp: Path) -> None:
+    """Every table and meta entry of a new store, written into the empty file `temp` in one transaction.
+
+    No journal and no syncing while it is built: `temp` is nobody's store
+    until `create_sqlite` has flushed it whole and linked it into place.
     """
-    if not path.parent.is_dir():
-        raise UserError(f"store {path}: folder {path.parent} does not exist")
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
-        return
-    refusal = UserError(f"{path} is not an aigcbench store; refusing to use it")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(temp)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        return conn
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+    _take_over_sqlite_begin(engine)  # one BEGIN ... COMMIT around the DDL, not one implicit commit per table
     try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-    except OSError:  # a folder, a socket, unreadable
-        raise refusal from None
-    if not header.startswith(_SQLITE_MAGIC):
-        raise refusal
-    # immutable=1: no locks, no journal, no -wal/-shm files; SQLite only reads.
-    # (A plain mode=ro connection would create -wal/-shm files next to a WAL database.)
-    try:
-        probe = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
-        try:
-            tables = [name for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            meta = dict(probe.execute(f"SELECT key, value FROM {META_TABLE}")) if META_TABLE in tables else {}
-        finally:
-            probe.close()
-    except sqlite3.DatabaseError:  # corrupt, or our meta table is not what we wrote
-        raise refusal from None
-    # An immutable read ignores a WAL file, so a WAL-mode database may look empty
-    # while its tables wait in the WAL. Ours never use WAL: refuse rather than guess.
-    wal_mode = header[18:20] == b"\x02\x02"
-    if not tables and wal_mode:
-        raise refusal
-    _is_blank(str(path), tables, meta)
+        with engine.begin() as conn:
+            _create_tables(conn, SCHEMA_VERSION)
+    finally:
+        engine.dispose()
+
+
+def _shape(conn: sa.Connection) -> Shape:
+    """What `conn`'s database holds (store_safety reads SQLite files the same way, without SQLAlchemy)."""
+    inspector = sa.inspect(conn)
+    ours = set(_required_tables(STORE_LAYOUT))
+    tables = {
+        name: frozenset(c["name"] for c in inspector.get_columns(name)) if name in ours else frozenset()
+        for name in inspector.get_table_names()
+    }
+    meta = {}
+    if {"key", "value"} <= tables.get(META_TABLE, frozenset()):
+        meta = {str(key): str(value) for key, value in conn.execute(sa.select(_meta.c.key, _meta.c.value))}
+    return Shape(tables, meta)
+
+
+def _unsummarised(conn: sa.Connection) -> bool:
+    """Whether some row lacks its summary (an older aigcbench appended it): cheap, through a partial index."""
+    query = sa.select(_records.c.id).where(_records.c.summary_json.is_(None)).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def _lock_server(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
 def _take_over_sqlite_begin(engine: Engine) -> None:

@@ -9,9 +9,11 @@ beside indexed copies of the fields reports select on. Layout 2 adds:
   `label_keys` are indexed SQL in both SQLite and PostgreSQL (whose JSON
   operators differ).
 
-A layout-1 store is upgraded in place when opened (`upgrade`, then `backfill`
-from `record_json`), inside the store's opening write transaction: whole or
-not at all. The records' own `schema_version` is unaffected.
+Only `aigcbench store upgrade` migrates a layout-1 store (`upgrade`, then
+`backfill` from `record_json`), in one write transaction after a backup: whole
+or not at all. Every other command refuses an older layout with that hint,
+rather than rewriting a store behind its owner's back. The records' own
+`schema_version` is unaffected.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .errors import UserError
 from .record import Record
 
 META_TABLE = "aigcbench_meta"
+APPLICATION = "aigcbench"  # aigcbench_meta's "application": whose store this is
 
 metadata = sa.MetaData()
 
@@ -79,10 +83,29 @@ labels = sa.Table(
 )
 
 # The tables' shape, apart from the records' own schema_version: 2 added
-# `summary_json` and `record_labels`. An older store is upgraded in place at open.
+# `summary_json` and `record_labels`. An older store is migrated by `aigcbench store upgrade`.
 STORE_LAYOUT = 2
 # Rows per statement when backfilling, and values per IN list (SQLite's bound-variable limit).
 CHUNK = 500
+
+
+def required_tables(layout: int) -> dict[str, frozenset[str]]:
+    """The tables (and their columns) a store of `layout` must have: what tells complete from damaged."""
+    tables = {table.name: frozenset(table.c.keys()) for table in metadata.sorted_tables}
+    if layout < 2:
+        del tables[labels.name]
+        tables[records.name] -= {"summary_json"}
+    return tables
+
+
+def initialise(conn: sa.Connection, schema_version: int) -> None:
+    """Create every table of the current layout and the meta entries that name it, in `conn`'s transaction."""
+    metadata.create_all(conn)
+    conn.execute(meta.insert(), [
+        {"key": "application", "value": APPLICATION},
+        {"key": "schema_version", "value": str(schema_version)},
+        {"key": "store_layout", "value": str(STORE_LAYOUT)},
+    ])
 
 
 def rows(record: Record) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -126,7 +149,7 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 def upgrade(conn: sa.Connection) -> None:
     """Give a store written by an older aigcbench what this one reads; `backfill` then fills it.
 
-    Runs inside `_initialise`'s write transaction, so the upgrade happens whole or not at all.
+    Runs inside `store upgrade`'s write transaction, so the upgrade happens whole or not at all.
     """
     columns = {column["name"] for column in sa.inspect(conn).get_columns("records")}
     if "summary_json" not in columns:
@@ -147,7 +170,7 @@ def backfill(conn: sa.Connection) -> None:
         found = conn.execute(sa.select(records.c.id, records.c.record_json).where(records.c.id.in_(chunk)))
         updates, new_labels = [], []
         for row_id, text in found:
-            data = json.loads(text)
+            data = _document(row_id, text)
             updates.append({"row_id": row_id, "summary": dumps({**data, "samples": {}})})
             new_labels += label_rows(data["run_id"], data.get("labels") or {})
         conn.execute(
@@ -159,3 +182,14 @@ def backfill(conn: sa.Connection) -> None:
         if run_ids:  # an older writer never writes label rows; clear any left by a partial earlier attempt
             conn.execute(labels.delete().where(labels.c.run_id.in_(run_ids)))
             conn.execute(labels.insert(), new_labels)
+
+
+def _document(row_id: int, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+        # A hand-edited or damaged row: one line naming it (the transaction leaves the store as it was).
+        raise UserError(f"row {row_id} of the records table is not a readable record; the store was left as it was")
+    return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import re
 import sqlite3
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_text_file_is_refused_and_left_untouched(tmp_path):
     path = tmp_path / "notes.db"
     path.write_text("these are my notes, not a database\n")
     before = snapshot(tmp_path)
-    with pytest.raises(UserError, match=r"notes\.db is not an aigcbench store; refusing to use it"):
+    with pytest.raises(UserError, match=r"notes\.db' is not an aigcbench store; refusing to use it"):
         Store.open(str(path))
     assert snapshot(tmp_path) == before
 
@@ -114,7 +115,7 @@ def test_someone_elses_sqlite_database_is_refused_and_left_untouched(tmp_path):
     conn.close()
     before = snapshot(tmp_path)
     for value in (str(path), f"sqlite:///{path}"):
-        with pytest.raises(UserError, match=r"app\.db is not an aigcbench store; refusing to use it"):
+        with pytest.raises(UserError, match=r"app\.db' is not an aigcbench store; refusing to use it"):
             Store.open(value)
     assert snapshot(tmp_path) == before
 
@@ -174,7 +175,7 @@ def test_database_claiming_another_application_is_refused(tmp_path):
 
 def test_missing_folder_is_refused_by_name(tmp_path):
     folder = tmp_path / "no" / "such"
-    with pytest.raises(UserError, match=f"folder {folder} does not exist"):
+    with pytest.raises(UserError, match=re.escape(f"folder {str(folder)!r} does not exist")):
         Store.open(str(folder / "s.db"))
     assert not (tmp_path / "no").exists()
 
@@ -258,13 +259,26 @@ def _old_layout_store(path: Path, records: list[Record]) -> None:
     conn.close()
 
 
-def test_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
+def test_store_of_the_previous_layout_is_refused_until_store_upgrade_migrates_it(tmp_path):
+    from aigcbench.bench.store_upgrade import upgrade_store
     from aigcbench.reports.select import parse_where
 
     path = tmp_path / "old.db"
     old = [make_record(labels={"branch": "main", "commit": "a"}), make_record(labels={"branch": "dev"}),
            make_record(labels={})]
     _old_layout_store(path, old)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match="store layout 1, older than this aigcbench's 2: run `aigcbench store upgrade`"):
+        Store.open(str(path))
+    assert snapshot(tmp_path) == before  # opening never migrates
+
+    done = upgrade_store(str(path))
+    assert (done.from_layout, done.to_layout, done.records) == (1, 2, 3)
+    assert done.backup == tmp_path / "old.layout1-backup.db" and done.backup.is_file()
+    with sqlite3.connect(done.backup) as conn:  # the backup is the store as it was
+        assert conn.execute("SELECT count(*) FROM records").fetchone() == (3,)
+        assert "store_layout" not in dict(conn.execute("SELECT key, value FROM aigcbench_meta"))
+    conn.close()
     with Store.open(str(path)) as store:
         assert [r.to_dict() for r in store.records()] == [r.to_dict() for r in old]  # nothing lost
         assert store.label_keys() == {"branch", "commit"}
@@ -277,8 +291,9 @@ def test_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
         meta = dict(conn.execute("SELECT key, value FROM aigcbench_meta"))
     conn.close()
     assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["store_layout"] == "2"
-    with Store.open(str(path)) as again:  # a second open finds the upgrade done
-        assert again.count() == 4
+    again = upgrade_store(str(path))  # a second upgrade finds it done and writes no backup
+    assert again.backup is None and again.records == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.layout1-backup.db"]
 
 
 def test_rows_an_older_writer_appends_later_are_backfilled_at_open(tmp_path):
