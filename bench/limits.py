@@ -34,6 +34,7 @@ class Bound:
     high: float
     integer: bool = False
     above: bool = False  # the value must be > low, not ≥ low
+    below: bool = False  # the value must be < high, not ≤ high
     unit: str = ""
 
     @property
@@ -47,7 +48,8 @@ class Bound:
             raise UserError(f"{self.flag} must be {kind} {self.describe()}, got {value!r}", key=self.key)
         if not math.isfinite(value):
             raise UserError(f"{self.flag} must be finite, {self.describe()}; got {value!r}", key=self.key)
-        if (value <= self.low if self.above else value < self.low) or value > self.high:
+        if (value <= self.low if self.above else value < self.low) or (
+                value >= self.high if self.below else value > self.high):
             raise UserError(f"{self.flag} must be {self.describe()}, got {value!r}", key=self.key)
         return value
 
@@ -55,7 +57,7 @@ class Bound:
         """The range as `--help` and the errors state it: "from 1 to 65536", "> 0 and ≤ 86400 s"."""
         unit = f" {self.unit}" if self.unit else ""
         if self.above:
-            return f"> {_number(self.low)} and ≤ {_number(self.high)}{unit}"
+            return f"> {_number(self.low)} and {'<' if self.below else '≤'} {_number(self.high)}{unit}"
         return f"from {_number(self.low)} to {_number(self.high)}{unit}"
 
 
@@ -74,7 +76,7 @@ _ALL = (
     Bound("min_iterations", 1, 100_000_000, integer=True),
     Bound("max_iterations", 1, 1_000_000_000, integer=True),
     Bound("max_duration", 0, 7 * DAY_S, above=True, unit="s"),
-    Bound("target_rel_iqr", 0, 1, above=True),
+    Bound("target_rel_iqr", 0, 1, above=True, below=True),
     Bound("warmup", 0, 10_000_000, integer=True),
     Bound("warmup_duration", 0, DAY_S, unit="s"),
     Bound("rate", 0, 1e9, above=True, unit="queries/s"),

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 from .errors import BackendUnavailable, UserError
 from .isolation import run_isolated
 from .record import Record
+from .resources import check_memory_limit
 from .runner import RunObserver, preflight
 from .store import Store
 from .sweep_file import SweepCell, SweepPlan
@@ -36,7 +37,9 @@ class LocalWorkers:
     """One spawned worker process per cell, with the cell's timeout."""
 
     def run(self, cell: SweepCell, observer: RunObserver) -> Record:
-        return run_isolated(cell.config, timeout_s=cell.timeout_s, observer=observer)
+        return run_isolated(
+            cell.config, timeout_s=cell.timeout_s, observer=observer, memory_limit_bytes=cell.memory_limit_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class CellResult:
     action: Action
     record: Record | None = None
     note: str | None = None  # why a cell was skipped
+    refused: bool = False  # skipped because its worker refused the input: the sweep exits 2
 
 
 class SweepProgress(Protocol):
@@ -65,6 +69,8 @@ def unavailable_cells(plan: SweepPlan) -> dict[int, str]:
     for index, cell in enumerate(plan.cells):
         try:
             preflight(cell.config)
+            if cell.memory_limit_bytes is not None:
+                check_memory_limit(cell.memory_limit_bytes, cell.config.device, "memory_limit")
         except BackendUnavailable as err:
             missing[index] = str(err)
         except UserError as err:
@@ -105,15 +111,27 @@ def run_sweep(
         elif previous is not None and not (retry_failed and previous.status == "failed"):
             result = CellResult(cell, "stored", previous)
         else:
-            record = executor.run(cell, progress.cell_started(index, cell))
-            store.append(record)
-            result = CellResult(cell, "ran", record)
+            result = _measure(executor, store, index, cell, progress)
         results.append(result)
         progress.cell_done(index, result)
     return results
 
 
+def _measure(executor: Executor, store: Store, index: int, cell: SweepCell, progress: SweepProgress) -> CellResult:
+    """Run one cell and store its record; a worker's refusal stores nothing and the sweep goes on."""
+    try:
+        record = executor.run(cell, progress.cell_started(index, cell))
+    except BackendUnavailable as err:
+        return CellResult(cell, "skipped", note=str(err))
+    except UserError as err:
+        return CellResult(cell, "skipped", note=f"refused: {err}", refused=True)
+    store.append(record)
+    return CellResult(cell, "ran", record)
+
+
 def verdict(results: list[CellResult]) -> int:
-    """Exit status: 1 when any measured or stored cell is failed or invalid, else 0."""
+    """Exit status: 2 when a worker refused a cell's input, else 1 when any cell is failed or invalid, else 0."""
+    if any(r.refused for r in results):
+        return UserError.exit_code
     return 1 if any(r.record is not None and r.record.status != "ok" for r in results) else 0
 

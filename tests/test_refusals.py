@@ -74,7 +74,7 @@ NUMBERS = [
     (["--max-iterations", "0"], "--max-iterations must be from 1"),
     (["--target-rel-iqr", "nan"], "--target-rel-iqr must be finite"),
     (["--target-rel-iqr", "0"], "--target-rel-iqr must be > 0"),
-    (["--target-rel-iqr", "2"], "--target-rel-iqr must be > 0 and ≤ 1"),
+    (["--target-rel-iqr", "1"], "--target-rel-iqr must be > 0 and < 1"),
     (["--seed", "-1"], "--seed must be from 0 to 4294967295"),
     (["--seed", str(2**32)], "--seed must be from 0 to 4294967295"),
     (["--seed", "99999999999999999999"], "--seed must be from 0 to 4294967295"),

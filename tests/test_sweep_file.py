@@ -334,7 +334,7 @@ def test_bad_value_names_the_line_and_key(tmp_path: Path) -> None:
         batch_size = [1, 0]
     """
     message = refusal(tmp_path, text)
-    assert f"s.toml:{line_of(text, 'batch_size')}: matrix.batch_size: --batch-size must be ≥ 1, got 0" in message
+    assert f"s.toml:{line_of(text, 'batch_size')}: matrix.batch_size: --batch-size must be from 1 to 65536, got 0" in message
 
 
 def test_bad_value_from_defaults_names_the_cell(tmp_path: Path) -> None:
@@ -360,7 +360,7 @@ def test_bad_value_in_an_override_points_inside_its_inline_table(tmp_path: Path)
         set = { steps = 0 }
     """
     message = refusal(tmp_path, text)
-    assert f":{line_of(text, 'steps = 0')}:9: override #1.set.steps: --steps must be ≥ 1, got 0" in message
+    assert f":{line_of(text, 'steps = 0')}:9: override #1.set.steps: --steps must be from 1 to 10000, got 0" in message
 
 
 def test_unknown_backend_in_the_matrix(tmp_path: Path) -> None:
@@ -463,8 +463,8 @@ def test_excluding_every_cell_is_refused(tmp_path: Path) -> None:
 
 def test_exclude_or_override_that_matches_nothing_is_refused(tmp_path: Path) -> None:
     matrix = '[matrix]\nworkload = ["dcgan"]\nbackend = ["pytorch", "openvino"]\n'
-    message = refusal(tmp_path, matrix + '[[exclude]]\nworkload = "dcgan"\nbackend = "openvnio"\n')
-    assert ":6: exclude #1.backend: 'openvnio' matches no matrix cell" in message
+    message = refusal(tmp_path, matrix + '[[exclude]]\nworkload = "dcgan"\nbackend = "onnxruntime"\n')
+    assert ":6: exclude #1.backend: 'onnxruntime' matches no matrix cell" in message
     message = refusal(tmp_path, matrix + '[[override]]\nwhere = { workload = "ddpm" }\nset = { steps = 4 }\n')
     assert ":5:11: override #1.where.workload: 'ddpm' matches no cell" in message
     # Each key matches some cell, but no cell has both values.

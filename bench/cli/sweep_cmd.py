@@ -9,6 +9,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import UserError
+from ..sweep_text import DEFAULT_MAX_CELLS
+from ..outputs import check_output
 from .app import app, stdout_console, user_errors
 
 
@@ -23,6 +25,9 @@ def sweep_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and what would run; measure nothing."),
     label: List[str] = typer.Option([], "--label", "-l", help="Label KEY=VALUE added to every cell (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every cell's record to this JSON file."),
+    max_cells: int = typer.Option(
+        DEFAULT_MAX_CELLS, "--max-cells", help="Refuse a sweep of more cells than this, before building any."
+    ),
 ) -> None:
     """Run every cell of FILE in its own worker process and store each record as it finishes.
 
@@ -41,7 +46,7 @@ def sweep_command(
         from ..sweep_file import load_sweep
         from .sweep_progress import SweepDisplay
 
-        plan = load_sweep(file)
+        plan = load_sweep(file, max_cells=max_cells)
         extra = parse_pairs(label, "--label")
         if extra:
             cells = tuple(
@@ -49,8 +54,7 @@ def sweep_command(
                 for c in plan.cells
             )
             plan = dataclasses.replace(plan, cells=cells)
-        if json_path is not None and not json_path.parent.is_dir():
-            raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        check_output(json_path, None, "--json")  # before anything is measured
         skip = _checked(plan, unavailable_cells)
         console = stdout_console()
         hardware_key = fingerprint()["hardware_key"]
