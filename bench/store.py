@@ -263,6 +263,15 @@ class Store:
         """Close every pooled connection (SQLite keeps the file open until then)."""
         self._engine.dispose()
 
+    def discard_if_empty(self) -> None:
+        """Close; a SQLite store holding no record is deleted (one this command created for a refused run)."""
+        empty = self.count() == 0
+        self.close()
+        path = _sqlite_file(self._engine.url)
+        if empty and path is not None:
+            for leftover in (path, path.with_name(path.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+
     def __enter__(self) -> "Store":
         return self
 

@@ -247,3 +247,12 @@ def test_a_sweep_cell_its_worker_refuses_is_skipped_unstored_and_the_sweep_exits
 
 def test_an_empty_weights_path_is_refused_not_read_as_the_current_folder(store: Path) -> None:
     assert "--weights must name a folder, got ''" in refused(["--weights", ""], store)
+
+
+def test_a_worker_refusal_leaves_no_store_where_there_was_none(tmp_path: Path) -> None:
+    from .test_cli import cli
+
+    fresh = tmp_path / "new.db"
+    done = cli(*CELL, "--option", "fault=refuse", "--store", str(fresh))
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

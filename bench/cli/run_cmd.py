@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UserError
+from ..errors import BackendUnavailable, UserError
 from ..limits import range_help
 from ..outputs import check_output
 from .app import app, stdout_console, user_errors
@@ -110,6 +110,7 @@ def run_command(
         check_output(json_path, None, "--json")  # before anything is measured
         preflight(config)
         # Open the store before measuring: a bad store must not cost a measurement.
+        created = not no_store and not Store.exists(store)
         opened = None if no_store else Store.open(store)
         try:
             with RichObserver() as observer:
@@ -119,6 +120,11 @@ def run_command(
                     record = run_isolated(config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes)
             if opened is not None:
                 opened.append(record)
+        except (UserError, BackendUnavailable):
+            if created and opened is not None:  # refused in the worker: leave no store this run made
+                opened.discard_if_empty()
+                opened = None
+            raise
         finally:
             if opened is not None:
                 opened.close()
