@@ -6,7 +6,7 @@ session's `synchronize`, two clock reads, the sample append and the stop
 check. The bare loop calls the very same function — `workload.run` on the
 same null session and batch — with nothing around it. Both run here, in one
 process, interleaved over rounds, and the medians are printed at the end of
-`make bench` (target: overhead < 20 µs per call). Nothing is asserted about
+`make bench` (target: overhead ≤ 1 µs per call). Nothing is asserted about
 speed: this machine varies 10–30 % between runs.
 """
 
@@ -24,7 +24,7 @@ from aigcbench.workloads.registry import build
 
 CALLS = 20_000
 ROUNDS = 5
-TARGET_US = 20.0
+TARGET_US = 1.0  # issue 11: the harness adds at most a microsecond of wall per call
 
 
 def _bare_per_call_s() -> float:
@@ -68,5 +68,5 @@ def test_null_backend_overhead_next_to_a_bare_loop(overhead_lines: list[str]) ->
         f"  aigcbench measured loop, wall per call:  {wall_us:8.2f} µs per call",
         f"  aigcbench recorded latency p50:          {recorded_us:8.2f} µs per call (the timer's floor)",
         f"  harness overhead per call:               {overhead_us:8.2f} µs "
-        f"({'within' if overhead_us < TARGET_US else 'OVER'} the {TARGET_US:g} µs target)",
+        f"({'within' if overhead_us <= TARGET_US else 'OVER'} the {TARGET_US:g} µs target)",
     ])
