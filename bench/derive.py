@@ -149,6 +149,9 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
         if "capacity_items_per_s" in details:
             metrics["capacity_items_per_s"] = details["capacity_items_per_s"]
     samples["latency_s"] = latency
+    cap = iteration_cap_warning(cell, loop)
+    if cap:
+        warnings.append(cap)
     if scenarios.SCENARIOS[cell.config.scenario].samples_are_service_times:
         warning = instability_warning(summary)
         if warning:
@@ -161,6 +164,18 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
         metrics["component_latency_s"] = {n: summarize(_seconds(v)).as_dict() for n, v in m.component_ns.items() if v}
         samples["component_latency_s"] = {n: _seconds(v) for n, v in m.component_ns.items()}
     return metrics, samples, warnings
+
+
+def iteration_cap_warning(cell: Cell, loop: Any) -> str | None:
+    """Say so when the hard cap on iterations, not --duration, ended the loop (a fast loop looks complete)."""
+    rule = cell.config.stop
+    wall_s = loop.wall_ns / 1e9
+    if loop.stop_reason != "max-iterations" or wall_s >= rule.min_duration_s:
+        return None
+    return (
+        f"stopped by --max-iterations {rule.max_iterations} after {wall_s:.3g} s, "
+        f"before --duration {rule.min_duration_s:g} s"
+    )
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from ..backends.base import Backend, PrepareContext, Session
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
 from ..workloads.flops import flops_per_item, param_count
-from . import scenarios
+from . import fidelity_cache, scenarios
 from .clock import Clock, perf_clock
 from .config import RunConfig
 from .device_timer import device_timer_for
@@ -116,13 +116,17 @@ def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObser
     backend = preflight(config)
     cell, workload, build_s = _prepare_cell(config, backend, clock, observer)
     # No larger than the measured batch, so a backend built for that shape can run it as is.
-    check_batch = workload.make_batch(min(FIDELITY_BATCH, cell.batch_size), config.seed + FIDELITY_SEED_OFFSET)
-    reference = None
+    check_size = min(FIDELITY_BATCH, cell.batch_size)
+    check_batch = workload.make_batch(check_size, config.seed + FIDELITY_SEED_OFFSET)
+    reference, metadata = None, {}
     if backend.computes_model:
-        observer.stage("computing the fidelity reference (eager fp32, cpu)")
-        reference = _eager_outputs(workload, check_batch)
+        observer.stage("fidelity reference (eager fp32, cpu; cached per workload config)")
+        reference, source = fidelity_cache.reference(
+            workload, check_size, FIDELITY_SEED_OFFSET, lambda: _eager_outputs(workload, check_batch)
+        )
+        metadata["fidelity_reference"] = source
     measurement = _measure(cell, workload, backend, clock, observer, build_s, check_batch, reference)
-    return derive(cell, measurement, fingerprint(), git_commit())
+    return derive(cell, measurement, fingerprint(), git_commit(), metadata)
 
 
 def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) -> Record:
@@ -316,7 +320,7 @@ def _measured_loop(
             config.stop,
             clock,
             device_timer=device_timer_for(device),
-            on_iteration=lambda n, t: observer.loop("measure", n, t),
+            on_iteration=_throttled(observer, "measure"),
         )
         window_ns = clock() - region_start
     readings: dict[str, Any] = {}
@@ -376,11 +380,38 @@ def _pipeline_step(
     workload: Workload, components: Mapping[str, Any], batch: Batch, sync: Any = None
 ) -> Callable[[], None]:
     """One finished batch: the pipeline, then a wait for every session's device work."""
-    to_sync = list(sync if sync is not None else components.values())
+    syncs = [session.synchronize for session in (sync if sync is not None else components.values())]
+    run = workload.run
+    if len(syncs) == 1:  # the usual case, without a loop: on a sub-microsecond call the loop is the cost
+        (synchronize,) = syncs
+
+        def step_one() -> None:
+            run(components, batch)
+            synchronize()
+
+        return step_one
 
     def step() -> None:
-        workload.run(components, batch)
-        for session in to_sync:
-            session.synchronize()
+        run(components, batch)
+        for synchronize in syncs:
+            synchronize()
 
     return step
+
+
+# Progress goes out at most this often: the observers redraw a few times a second, and a
+# call per iteration costs a measurable share of a sub-microsecond step.
+_PROGRESS_INTERVAL_NS = 20_000_000
+
+
+def _throttled(observer: RunObserver, phase: str) -> Callable[[int, int], None]:
+    """An `on_iteration` that passes (count, elapsed) on to the observer at most every 20 ms."""
+    due = 0
+
+    def report(count: int, elapsed_ns: int) -> None:
+        nonlocal due
+        if elapsed_ns >= due:
+            due = elapsed_ns + _PROGRESS_INTERVAL_NS
+            observer.loop(phase, count, elapsed_ns)
+
+    return report

@@ -11,6 +11,7 @@ once, with a message that names the bad value and the valid choices.
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,3 +107,17 @@ def build(
     if not workload_class.iterative:
         return workload_class(size, seed, weights=weights)
     return workload_class(size, seed, steps=steps, scheduler=scheduler, weights=weights)
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over the workload code (`workloads/*.py`): what caches of derived results key on.
+
+    Presets, pipelines and check batches live there, so an edit to any of them
+    invalidates cost models and fidelity references built from the old code.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

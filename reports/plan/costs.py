@@ -14,27 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.metadata
-from pathlib import Path
 from typing import Any
 
 from ...bench.cache import cache_dir
 from ...workloads.flops import read_cache, write_cache
+from ...workloads.registry import code_digest as workloads_code_digest
 from .costmodel import CostModel, Operator
 
 CACHE_FILE = "plan-costmodels.json"
 
 
-@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """sha256 over the workload code: presets live there."""
-    root = Path(__file__).resolve().parents[2] / "workloads"
-    digest = hashlib.sha256()
-    for path in sorted(root.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """The workload code's digest, shortened (presets live there)."""
+    return workloads_code_digest()[:16]
 
 
 def key(workload: str, size: str, steps: int | None, scheduler: str | None) -> str:
