@@ -1,10 +1,12 @@
 """Run one cell in its own worker process and always get a record back.
 
-The parent spawns a fresh interpreter running `aigcbench.bench.worker` (not
-a fork: no inherited threads, CUDA context or allocator state) and blocks
-on it — on Linux with a pidfd and `select`, so it sleeps until the worker
-exits, prints progress, or the timeout passes; it never polls. Whatever
-happens to the worker becomes a record:
+The worker runs `aigcbench.bench.worker`: in a fresh interpreter (the cold
+start: no inherited threads, CUDA context or allocator state), or forked from
+the pre-imported zygote (`bench/zygote.py`, through `launchers.ZygoteLauncher`),
+which spares each cell the seconds of importing torch and keeps the same
+containment. The parent blocks on it — with a pidfd (or the zygote's socket)
+and `select`, so it sleeps until the worker exits, prints progress, or the
+timeout passes; it never polls. Whatever happens to the worker becomes a record:
 
 * it exits 0 → the record it wrote, plus what the kernel accounted to it
   (`wait4` rusage: peak RSS, CPU time), under `metadata.worker`;
@@ -22,7 +24,9 @@ runs from would shadow the standard library and run in the worker. The
 bootstrap removes that entry before importing anything (`-P` would too, but
 only from Python 3.11, and the worker's interpreter may be older).
 
-The last lines of the worker's stderr are kept in `metadata.stderr_tail`.
+The last lines of the worker's stderr are kept in `metadata.stderr_tail`, and
+how it started (`cold`, `forked`, `forked-after-restart`: its zygote had died
+and the cell was retried once on a fresh one) in `metadata.worker.start`.
 Ctrl-C kills the worker group and re-raises, so a sweep can stop cleanly with
 every finished record already stored.
 """
@@ -36,7 +40,6 @@ import re
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from . import resources
+from .launchers import ColdLauncher, Launcher, Worker, WorkerJob
+from .launchers import worker_argv as worker_argv  # re-exported: tests and callers build cold argv here
 from .config import RunConfig
 from .errors import BackendUnavailable, UserError
 from .record import Record
@@ -72,6 +77,9 @@ class _Outcome:
     wall_s: float = 0.0
     hung_at: str | None = None
     refused: dict | None = None  # the worker's own refusal: exit code, message, key
+    start: str = "cold"  # how the worker started (launchers.COLD, FORKED, FORKED_AFTER_RESTART)
+    start_reason: str | None = None  # why a cell that could have been forked started cold
+    lost: bool = False  # its zygote died under it
 
 
 def run_isolated(
@@ -81,112 +89,92 @@ def run_isolated(
     observer: RunObserver,
     python: str = sys.executable,
     memory_limit_bytes: int | None = None,
+    launcher: Launcher | None = None,
 ) -> Record:
-    """Measure `config` in a fresh worker process; return its record, or a `failed` one saying why.
+    """Measure `config` in a worker process of its own; return its record, or a `failed` one saying why.
 
+    `launcher` starts the worker: cold (a fresh interpreter, the default) or
+    forked from a pre-imported zygote (`launchers.ZygoteLauncher`; the caller
+    owns it and closes it). A cell whose zygote died under it is retried once
+    on a fresh one, and its record says so (`metadata.worker.start`).
     `memory_limit_bytes` caps the worker's memory (see `bench/resources.py`);
     the caller has checked it with `resources.check_memory_limit`.
     """
+    launcher = launcher or ColdLauncher(python)
+    for _ in range(2):
+        record, lost = _attempt(config, launcher, config.device, timeout_s, observer, memory_limit_bytes)
+        if not lost:
+            return record
+        launcher.restart()
+    return failure_record(
+        config, "the pre-imported worker died while running this cell, twice (retried once on a fresh one)",
+        metadata=record.metadata,
+    )
+
+
+def _attempt(
+    config: RunConfig, launcher: Launcher, device: str, timeout_s: float | None, observer: RunObserver,
+    memory_limit_bytes: int | None,
+) -> tuple[Record, bool]:
+    """One try: the record, and whether the worker's zygote died under it (then the record is not the cell's)."""
     workdir = Path(tempfile.mkdtemp(prefix="aigcbench-cell-"))
     try:
         config_path, record_path, stderr_path = workdir / "config.json", workdir / "record.json", workdir / "stderr.log"
         config_path.write_text(json.dumps(config.to_dict()))
+        job = WorkerJob(config_path, record_path, memory_limit_bytes, device)
         with open(stderr_path, "wb") as stderr:
-            outcome = _run_worker(
-                worker_argv(python, config_path, record_path, memory_limit_bytes), stderr, timeout_s, observer
-            )
+            outcome = _run_worker(launcher, job, stderr.fileno(), timeout_s, observer)
         tail = _tail(stderr_path, STDERR_TAIL_LINES)
+        if outcome.lost:
+            return failure_record(config, "lost", metadata={"worker": _worker_accounting(outcome)}), True
         if outcome.timed_out:
             outcome.hung_at = _hung_at(stderr_path)
         record = _record_of(config, outcome, record_path, tail, timeout_s)
-        return record if memory_limit_bytes is None else _under_limit(record, memory_limit_bytes, tail, outcome)
+        record = record if memory_limit_bytes is None else _under_limit(record, memory_limit_bytes, tail, outcome)
+        return record, False
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-# Runs before anything of ours is imported: drop the '' entry `-c` puts first
-# on sys.path (the current directory), then hand over to the worker. Only
-# `sys` is touched before that, and it is built in.
-_BOOTSTRAP = (
-    "import sys; sys.path[:] = [p for p in sys.path if p != '']; "
-    f"from {__package__}.worker import main; sys.exit(main(sys.argv[1:]))"
-)
-
-
-def worker_argv(python: str, config_path: Path, record_path: Path, memory_limit_bytes: int | None = None) -> list[str]:
-    """The command line of one worker: never `-m`, which would import from the current directory."""
-    limit = [] if memory_limit_bytes is None else [f"--memory-limit-bytes={memory_limit_bytes}"]
-    return [python, "-c", _BOOTSTRAP, str(config_path), str(record_path), *limit]
-
-
-def _run_worker(argv: list[str], stderr: Any, timeout_s: float | None, observer: RunObserver) -> _Outcome:
-    outcome = _Outcome()
+def _run_worker(launcher: Launcher, job: WorkerJob, stderr_fd: int, timeout_s: float | None, observer: RunObserver) -> _Outcome:
     start = time.monotonic()
-    # A new session: the terminal's Ctrl-C reaches only the parent, which then
-    # kills the worker's whole group (including any compiler subprocesses).
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+    worker = launcher.launch(job, stderr_fd)
+    outcome = _Outcome(start=worker.start, start_reason=worker.start_reason)
     try:
-        exited = _wait(proc, start, timeout_s, observer, outcome)
-        if not exited:
+        if not _wait(worker, start, timeout_s, observer, outcome):
             outcome.timed_out = True
-            _kill_group(proc, dump_first=True)
-        else:
-            # Anything the worker started and left behind (compiler pools) goes
-            # with it. Its unreaped zombie still holds the group id, so this
-            # cannot hit an unrelated process that reused the number.
-            _kill_group(proc, dump_first=False)
+            worker.signal(signal.SIGUSR1)  # its faulthandler prints where it is
+            worker.wait(_DUMP_GRACE_S)
     except BaseException:  # KeyboardInterrupt above all: never leave a worker behind
-        _kill_group(proc, dump_first=False)
-        _reap(proc, outcome)
+        worker.finish()
         raise
-    _reap(proc, outcome)
+    outcome.returncode, outcome.rusage = worker.finish()  # SIGKILLs what is left of its group, then reaps
+    outcome.lost = worker.lost
     outcome.wall_s = time.monotonic() - start
     return outcome
 
 
-def _wait(proc: subprocess.Popen, start: float, timeout_s: float | None, observer: RunObserver, outcome: _Outcome) -> bool:
+def _wait(worker: Worker, start: float, timeout_s: float | None, observer: RunObserver, outcome: _Outcome) -> bool:
     """Relay progress until the worker exits (True) or the timeout passes (False); blocks, never spins."""
-    assert proc.stdout is not None
-    out_fd = proc.stdout.fileno()
-    pidfd = _pidfd(proc.pid)
-    watched = [out_fd] + ([pidfd] if pidfd is not None else [])
+    out_fd, exited_fd = worker.events, worker.exited_fd()
+    watched = [out_fd] + ([exited_fd] if exited_fd is not None else [])
     pending = b""
-    try:
-        while True:
-            remaining = None if timeout_s is None else timeout_s - (time.monotonic() - start)
-            if remaining is not None and remaining <= 0:
-                return False
-            ready, _, _ = select.select(watched, [], [], remaining)
-            if out_fd in ready:
-                chunk = os.read(out_fd, 65536)
-                if chunk:
-                    pending = _relay(pending + chunk, observer, outcome)
-                else:
-                    watched.remove(out_fd)  # the worker closed stdout: it is exiting
-                    if pidfd is None:
-                        return _wait_exit(proc, start, timeout_s)
-            if pidfd is not None and pidfd in ready:
-                return True
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def _pidfd(pid: int) -> int | None:
-    """A file descriptor that becomes readable when `pid` exits (Linux ≥ 5.3), or None."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-
-
-def _wait_exit(proc: subprocess.Popen, start: float, timeout_s: float | None) -> bool:
-    remaining = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
-    try:
-        proc.wait(remaining)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+    while True:
+        remaining = None if timeout_s is None else timeout_s - (time.monotonic() - start)
+        if remaining is not None and remaining <= 0:
+            return False
+        ready, _, _ = select.select(watched, [], [], remaining)
+        if out_fd in ready:
+            chunk = os.read(out_fd, 65536)
+            if chunk:
+                pending = _relay(pending + chunk, observer, outcome)
+            else:
+                watched.remove(out_fd)  # the worker closed its end: it is exiting
+                if exited_fd is None:
+                    rest = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
+                    return worker.wait(rest)
+        if exited_fd is not None and exited_fd in ready:
+            return True
 
 
 def _relay(data: bytes, observer: RunObserver, outcome: _Outcome) -> bytes:
@@ -205,35 +193,6 @@ def _relay(data: bytes, observer: RunObserver, outcome: _Outcome) -> bytes:
         elif "refused" in event:
             outcome.refused = dict(event["refused"])
     return rest
-
-
-def _kill_group(proc: subprocess.Popen, *, dump_first: bool) -> None:
-    try:
-        if dump_first:
-            os.killpg(proc.pid, signal.SIGUSR1)
-            _sleep_until_exit(proc, _DUMP_GRACE_S)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # already gone
-
-
-def _sleep_until_exit(proc: subprocess.Popen, seconds: float) -> None:
-    try:
-        proc.wait(seconds)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _reap(proc: subprocess.Popen, outcome: _Outcome) -> None:
-    """Collect the exit status and the worker's own resource usage (`wait4`: this child only)."""
-    if proc.stdout is not None:
-        proc.stdout.close()
-    if proc.returncode is not None:
-        outcome.returncode = proc.returncode
-        return
-    _, status, rusage = os.wait4(proc.pid, 0)
-    proc.returncode = outcome.returncode = os.waitstatus_to_exitcode(status)
-    outcome.rusage = rusage
 
 
 def _tail(path: Path, lines: int) -> list[str]:
@@ -272,6 +231,8 @@ def _worker_accounting(outcome: _Outcome) -> dict[str, Any]:
         "peak_rss_bytes": usage.ru_maxrss * 1024 if usage is not None else None,
         "user_cpu_s": usage.ru_utime if usage is not None else None,
         "system_cpu_s": usage.ru_stime if usage is not None else None,
+        "start": outcome.start,
+        **({"start_reason": outcome.start_reason} if outcome.start_reason else {}),
     }
 
 

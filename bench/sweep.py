@@ -8,7 +8,8 @@ Each new record is appended to the store the moment its cell ends, so an
 interrupted sweep keeps every finished cell and the rerun continues from there.
 
 Cells run through an executor: local worker processes today (one at a time,
-so cells never compete for the machine they measure). A cluster executor
+so cells never compete for the machine they measure; each forked from one
+pre-imported zygote per sweep, see `bench/zygote.py`). A cluster executor
 (Ray, one task per cell pinned to the node with the needed accelerator) fits
 the same seam.
 """
@@ -20,6 +21,7 @@ from typing import Literal, Protocol
 
 from .errors import BackendUnavailable, UserError
 from .isolation import run_isolated
+from .launchers import Launcher, ZygoteLauncher
 from .record import Record
 from .resources import check_memory_limit
 from .runner import RunObserver, preflight
@@ -34,12 +36,23 @@ class Executor(Protocol):
 
 
 class LocalWorkers:
-    """One spawned worker process per cell, with the cell's timeout."""
+    """One worker process per cell, with the cell's timeout, forked from a pre-imported zygote by default.
+
+    The zygote starts at the first cell and lives until `close()`; pass
+    `launchers.ColdLauncher()` to start every cell in a fresh interpreter.
+    """
+
+    def __init__(self, launcher: Launcher | None = None) -> None:
+        self.launcher = launcher if launcher is not None else ZygoteLauncher()
 
     def run(self, cell: SweepCell, observer: RunObserver) -> Record:
         return run_isolated(
-            cell.config, timeout_s=cell.timeout_s, observer=observer, memory_limit_bytes=cell.memory_limit_bytes
+            cell.config, timeout_s=cell.timeout_s, observer=observer, memory_limit_bytes=cell.memory_limit_bytes,
+            launcher=self.launcher,
         )
+
+    def close(self) -> None:
+        self.launcher.close()
 
 
 @dataclass(frozen=True)
@@ -99,22 +112,31 @@ def run_sweep(
     executor: Executor | None = None,
     skip: dict[int, str] | None = None,
 ) -> list[CellResult]:
-    """Measure the cells not already stored; every result is stored as soon as it exists."""
-    executor = executor or LocalWorkers()
-    skip = unavailable_cells(plan) if skip is None else skip
-    stored = {} if force else stored_records(store, hardware_key)
-    results: list[CellResult] = []
-    for index, cell in enumerate(plan.cells):
-        previous = stored.get(cell.config.key())
-        if index in skip:
-            result = CellResult(cell, "skipped", note=skip[index])
-        elif previous is not None and not (retry_failed and previous.status == "failed"):
-            result = CellResult(cell, "stored", previous)
-        else:
-            result = _measure(executor, store, index, cell, progress)
-        results.append(result)
-        progress.cell_done(index, result)
-    return results
+    """Measure the cells not already stored; every result is stored as soon as it exists.
+
+    Without an `executor`, cells run in `LocalWorkers`, closed (its zygote
+    shut down) when the sweep ends, however it ends.
+    """
+    owned = LocalWorkers() if executor is None else None
+    executor = executor or owned
+    try:
+        skip = unavailable_cells(plan) if skip is None else skip
+        stored = {} if force else stored_records(store, hardware_key)
+        results: list[CellResult] = []
+        for index, cell in enumerate(plan.cells):
+            previous = stored.get(cell.config.key())
+            if index in skip:
+                result = CellResult(cell, "skipped", note=skip[index])
+            elif previous is not None and not (retry_failed and previous.status == "failed"):
+                result = CellResult(cell, "stored", previous)
+            else:
+                result = _measure(executor, store, index, cell, progress)
+            results.append(result)
+            progress.cell_done(index, result)
+        return results
+    finally:
+        if owned is not None:
+            owned.close()
 
 
 def _measure(executor: Executor, store: Store, index: int, cell: SweepCell, progress: SweepProgress) -> CellResult:

@@ -2,10 +2,12 @@
 
 `python -m aigcbench.bench.worker CONFIG.json RECORD.json [--memory-limit-bytes=N]`
 — spawned by `bench/isolation.py` (through a bootstrap that keeps the current
-directory off `sys.path`), one fresh interpreter per cell, so a segfault, a hang,
+directory off `sys.path`), one fresh interpreter per cell, or forked per cell
+from the pre-imported `bench/zygote.py`, which calls `main` the same way; so a segfault, a hang,
 a leak or a runtime's global state (thread pools, allocator caches, compiled
 kernels) cannot reach the next cell, and the peak memory the kernel accounts
-to this process is this cell's alone.
+to this process is this cell's alone (a forked child's peak counts the
+zygote's pages it maps, as a cold worker's counts its own imports).
 
 Protocol with the parent:
 * stdout carries progress events only, one JSON object per line
@@ -70,12 +72,14 @@ class PipeObserver:
             os._exit(PARENT_GONE)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """Ask Linux to SIGKILL this worker when the parent dies (prctl PR_SET_PDEATHSIG).
 
     A parent killed outright (SIGKILL, OOM) cannot stop its worker; without
     this the worker would go on measuring for nobody, competing with whatever
     runs next. Elsewhere the broken progress pipe ends it at its next event.
+    `parent` is the pid it must still have (a forked child's zygote); without
+    it, being adopted by init means the parent is gone.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -86,7 +90,7 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() == 1 or (parent is not None and os.getppid() != parent):  # died before prctl took effect
         os._exit(PARENT_GONE)
 
 
@@ -116,13 +120,14 @@ def _preload_native_libraries() -> None:
             pass  # not installed: nothing of it can hang either
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], parent: int | None = None) -> int:
+    """Measure one cell; `parent` is the pid of the zygote when this worker was forked from one."""
     limits = [arg for arg in argv if arg.startswith(_LIMIT_FLAG)]
     argv = [arg for arg in argv if not arg.startswith(_LIMIT_FLAG)]
     if len(argv) != 2 or len(limits) > 1:
         print(f"usage: python -m aigcbench.bench.worker CONFIG.json RECORD.json [{_LIMIT_FLAG}N]", file=sys.stderr)
         return 2
-    _die_with_parent()
+    _die_with_parent(parent)
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     events = _event_stream()

@@ -117,7 +117,16 @@ def run_command(
                 if in_process:
                     record = run_cell(config, observer=observer)
                 else:
-                    record = run_isolated(config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes)
+                    from ..launchers import ZygoteLauncher
+
+                    launcher = ZygoteLauncher()  # the same start as a sweep cell's; closed before storing
+                    try:
+                        record = run_isolated(
+                            config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes,
+                            launcher=launcher,
+                        )
+                    finally:
+                        launcher.close()
             if opened is not None:
                 opened.append(record)
         except (UserError, BackendUnavailable):
