@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin, UNet2DModel
 from torch import nn
 
 from ..bench.errors import UserError
@@ -37,6 +36,11 @@ from .base import Batch, ComponentFn, Workload
 from .weights import (
     CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
 )
+
+if TYPE_CHECKING:
+    # Imported where a model or scheduler is built: importing diffusers costs seconds,
+    # and the parent imports this module only to validate names (workloads.registry.check).
+    from diffusers import SchedulerMixin, UNet2DModel
 
 COMPONENT = "denoiser"
 DEFAULT_STEPS = 50
@@ -51,7 +55,8 @@ NOISE_SCHEDULE: Mapping[str, Any] = {
     "clip_sample": True,
 }
 
-SCHEDULER_CLASSES: Mapping[str, type[SchedulerMixin]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+# Scheduler names → diffusers class names, resolved by `scheduler_class` when a workload is built.
+SCHEDULER_CLASSES: Mapping[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler"}
 
 # The architecture choices shared by the converted DDPM checkpoints: the
 # paper's sinusoidal embedding without shift/flip, single-head attention
@@ -132,8 +137,17 @@ def choose_sampler(steps: int | None, scheduler: str | None) -> SamplerChoice:
     return SamplerChoice(steps, scheduler)
 
 
+def scheduler_class(scheduler: str) -> type[SchedulerMixin]:
+    """The diffusers scheduler class registered as `scheduler` (a key of SCHEDULER_CLASSES)."""
+    import diffusers
+
+    return getattr(diffusers, SCHEDULER_CLASSES[scheduler])
+
+
 def build_random_unet(unet_config: Mapping[str, Any], seed: int) -> UNet2DModel:
     """A UNet2DModel with diffusers' default init, seeded without touching the global RNG."""
+    from diffusers import UNet2DModel
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DModel(**unet_config)
@@ -160,6 +174,8 @@ def image_size_of(unet: UNet2DModel, folder: Path | None = None) -> int:
 
 def check_unet_folder(folder: Path) -> None:
     """Check a UNet (or pipeline) folder against its config, built and dry-run on the meta device."""
+    from diffusers import UNet2DModel
+
     folder = model_folder(folder, "unet")
     unet = check_diffusers_model(UNet2DModel, folder)
     side = image_size_of(unet, folder)
@@ -209,12 +225,14 @@ class DDPM(Workload):
             unet = build_random_unet(UNET_PRESETS[size], seed)
             self.weights_digest: str | None = None
         else:
+            from diffusers import UNet2DModel
+
             unet = load_diffusers_model(UNet2DModel, folder)
             self.weights_digest = weights_sha256(folder)
         self.image_size = image_size_of(unet, folder)
         self.in_channels = int(unet.config.in_channels)
         self.denoiser = Denoiser(unet).eval()
-        self.scheduler_class = SCHEDULER_CLASSES[sampler.scheduler]
+        self.scheduler_class = scheduler_class(sampler.scheduler)
         self.scheduler_config = dict(self.scheduler_class(**NOISE_SCHEDULE).config)
         self.unet_config = public_config(unet)
 

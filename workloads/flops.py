@@ -14,14 +14,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from typing import TYPE_CHECKING, Any
 
 from ..bench.cache import cache_dir
 from .base import Workload
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_FILE = "flops.json"
 
@@ -64,6 +63,12 @@ def count_flops(workload: Workload, component: str) -> int:
     counter has no formula for fused CPU kernels and would count attention as
     zero; the math kernel runs as two counted matmuls, the same 4·B·H·S²·D.
     """
+    # torch is imported where it is used: the parent imports this module too (bench.runner, and
+    # reports/plan/costs for the cache helpers), and should not pay seconds for torch to check input.
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
     module = workload.components()[component]
     state = {name: meta_like(t) for name, t in [*module.named_parameters(), *module.named_buffers()]}
     inputs = tuple(meta_like(t) for t in workload.example_inputs(component, 1))
@@ -76,11 +81,15 @@ def count_flops(workload: Workload, component: str) -> int:
 
 def meta_like(tensor: torch.Tensor) -> torch.Tensor:
     """A tensor with `tensor`'s shape and dtype and no data."""
+    import torch
+
     return torch.empty_like(tensor, device="meta")
 
 
 def cache_key(workload: Workload, component: str) -> str:
     """What determines one call's FLOPs: the workload's architecture, the component, torch's counting rules."""
+    import torch
+
     digest = workload.config_digest(ignore=CALL_INDEPENDENT_KEYS)[:16]
     return f"{workload.name}/{workload.size}/{digest}/{component}/torch-{torch.__version__}"
 

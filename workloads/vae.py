@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
-from diffusers import AutoencoderKL
 from torch import nn
 
 from ..bench.errors import UserError
@@ -34,6 +33,11 @@ from .base import Batch, ComponentFn, Workload
 from .weights import (
     CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
 )
+
+if TYPE_CHECKING:
+    # Imported where a model is built: importing diffusers costs seconds, and the
+    # parent imports this module only to validate names (workloads.registry.check).
+    from diffusers import AutoencoderKL
 
 COMPONENT = "decoder"
 # What `LatentDecoder` keeps of an AutoencoderKL: a checkpoint must hold these; the encoder's
@@ -104,6 +108,8 @@ class LatentDecoder(nn.Module):
 
 def build_random_vae(model_config: Mapping[str, Any], seed: int) -> AutoencoderKL:
     """An AutoencoderKL with diffusers' default init, seeded without touching the global RNG."""
+    from diffusers import AutoencoderKL
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderKL(**model_config)
@@ -134,6 +140,8 @@ def latent_geometry(vae: AutoencoderKL, image_size: int, folder: Path | None = N
 
 def check_vae_folder(folder: Path, image_size: int) -> None:
     """Check a VAE (or pipeline) folder against the decoder it would give, built and dry-run on the meta device."""
+    from diffusers import AutoencoderKL
+
     folder = model_folder(folder, "vae")
     vae = check_diffusers_model(AutoencoderKL, folder, decoder_needs)
     channels, side = latent_geometry(vae, image_size, folder)
@@ -168,6 +176,8 @@ class VAEDecoder(Workload):
             vae = build_random_vae(preset.model_config, seed)
             self.weights_digest: str | None = None
         else:
+            from diffusers import AutoencoderKL
+
             vae = load_diffusers_model(AutoencoderKL, folder, decoder_needs)
             self.weights_digest = weights_sha256(folder)
         self.model_config = public_config(vae)
