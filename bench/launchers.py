@@ -33,12 +33,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
+from .zygote import MAX_MESSAGE, _send  # one wire format for both ends (zygote imports only the stdlib at load)
+
 COLD, FORKED, FORKED_AFTER_RESTART = "cold", "forked", "forked-after-restart"
 # Importing torch and diffusers takes seconds, more on a loaded CI machine.
 ZYGOTE_READY_TIMEOUT_S = 300.0
 # How long the zygote gets to fork (or to report a child's exit after SIGKILL).
 _REPLY_TIMEOUT_S = 60.0
-_MAX_MESSAGE = 65536
 
 # Runs before anything of ours is imported: drop the '' entry `-c` puts first
 # on sys.path (the current directory), then hand over. Only `sys` is touched
@@ -312,24 +313,12 @@ class ZygoteLauncher:
             self._log = None
 
 
-def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> bool:
-    data = json.dumps(message).encode()
-    try:
-        if fds:
-            socket.send_fds(sock, [data], fds)
-        else:
-            sock.send(data)
-    except OSError:
-        return False
-    return True
-
-
 def _receive(sock: socket.socket, timeout: float | None) -> dict | None:
     """One message from the zygote, or None when it is gone (or silent for `timeout` seconds)."""
     if not select.select([sock], [], [], timeout)[0]:
         return None
     try:
-        data = sock.recv(_MAX_MESSAGE)
+        data = sock.recv(MAX_MESSAGE)
     except OSError:
         return None
     return json.loads(data) if data else None
