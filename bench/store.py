@@ -263,15 +263,6 @@ class Store:
         """Close every pooled connection (SQLite keeps the file open until then)."""
         self._engine.dispose()
 
-    def discard_if_empty(self) -> None:
-        """Close; a SQLite store holding no record is deleted (one this command created for a refused run)."""
-        empty = self.count() == 0
-        self.close()
-        path = _sqlite_file(self._engine.url)
-        if empty and path is not None:
-            for leftover in (path, path.with_name(path.name + "-journal")):
-                leftover.unlink(missing_ok=True)
-
     def __enter__(self) -> "Store":
         return self
 
@@ -415,3 +406,18 @@ def _take_over_sqlite_begin(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def discard_if_empty(store: Store) -> None:
+    """Close `store`; delete its SQLite file if it holds no record at all.
+
+    For a store a command created for a run that was then refused: a file
+    with no record in it is nothing the user has, so none is left behind. Not
+    a method: a Store never deletes or updates what it holds.
+    """
+    empty = store.count() == 0
+    store.close()
+    path = _sqlite_file(store._engine.url)
+    if empty and path is not None:
+        for leftover in (path, path.with_name(path.name + "-journal")):
+            leftover.unlink(missing_ok=True)

@@ -92,7 +92,7 @@ def run_command(
         from ..record import write_json
         from ..runner import preflight, run_cell
         from ..isolation import run_isolated
-        from ..store import Store
+        from ..store import Store, discard_if_empty
         from .progress import RichObserver
 
         values = {
@@ -131,7 +131,7 @@ def run_command(
                 opened.append(record)
         except (UserError, BackendUnavailable):
             if created and opened is not None:  # refused in the worker: leave no store this run made
-                opened.discard_if_empty()
+                discard_if_empty(opened)
                 opened = None
             raise
         finally:
