@@ -126,10 +126,10 @@ class RunConfig:
         if any(v.get(k) not in (None, False) for k in server_keys):
             rate, slo = v.get("rate"), v.get("slo_p99")
             server = ServerSettings(
-                rate_qps=_bounded("rate", parse_rate(rate, "--rate") if rate is not None else None),
-                max_batch=_bounded("max_batch", _int(v, "max_batch", 1)),
-                max_wait_s=_bounded("max_wait", parse_duration(v.get("max_wait", 0.0), "--max-wait")),
-                slo_p99_s=_bounded("slo_p99", parse_duration(slo, "--slo-p99") if slo is not None else None),
+                rate_qps=limits.check("rate", parse_rate(rate, "--rate") if rate is not None else None),
+                max_batch=limits.check("max_batch", _int(v, "max_batch", 1)),
+                max_wait_s=limits.check("max_wait", parse_duration(v.get("max_wait", 0.0), "--max-wait")),
+                slo_p99_s=limits.check("slo_p99", parse_duration(slo, "--slo-p99") if slo is not None else None),
                 find_max_rate=_bool(v, "find_max_rate"),
             )
         return cls(
@@ -139,20 +139,20 @@ class RunConfig:
             device=_str(v, "device", "cpu"),
             precision=_str(v, "precision", "fp32"),
             scenario=_str(v, "scenario", "latency"),
-            batch_size=_bounded("batch_size", _int(v, "batch_size", None)),
-            steps=_bounded("steps", _int(v, "steps", None)),
+            batch_size=limits.check("batch_size", _int(v, "batch_size", None)),
+            steps=limits.check("steps", _int(v, "steps", None)),
             scheduler=_str(v, "scheduler", None),
-            seed=_bounded("seed", _int(v, "seed", 0)),
+            seed=limits.check("seed", _int(v, "seed", 0)),
             weights=_str(v, "weights", None),
             stop=StopRule(
-                min_duration_s=_bounded("duration", _float(v, "duration", 5.0)),
-                min_iterations=_bounded("min_iterations", _int(v, "min_iterations", 10)),
-                max_iterations=_bounded("max_iterations", _int(v, "max_iterations", 100_000)),
-                max_duration_s=_bounded("max_duration", _float(v, "max_duration", 600.0)),
-                target_rel_iqr=_bounded("target_rel_iqr", _float(v, "target_rel_iqr", None)),
+                min_duration_s=limits.check("duration", _float(v, "duration", 5.0)),
+                min_iterations=limits.check("min_iterations", _int(v, "min_iterations", 10)),
+                max_iterations=limits.check("max_iterations", _int(v, "max_iterations", 100_000)),
+                max_duration_s=limits.check("max_duration", _float(v, "max_duration", 600.0)),
+                target_rel_iqr=limits.check("target_rel_iqr", _float(v, "target_rel_iqr", None)),
             ),
-            warmup=WarmupRule(iterations=_bounded("warmup", _int(v, "warmup", 2)),
-                              duration_s=_bounded("warmup_duration", _float(v, "warmup_duration", 1.0))),
+            warmup=WarmupRule(iterations=limits.check("warmup", _int(v, "warmup", 2)),
+                              duration_s=limits.check("warmup_duration", _float(v, "warmup_duration", 1.0))),
             options=_pairs(v, "options"),
             labels=_pairs(v, "labels"),
             server=server,
@@ -210,11 +210,6 @@ def _str(values: Mapping[str, Any], key: str, default: Any = ...) -> Any:
     if value is not None and not isinstance(value, str):
         raise UserError(f"{_flag(key)} must be a string, got {value!r}")
     return value
-
-
-def _bounded(key: str, value: Any) -> Any:
-    """The value, checked against its range in `limits.BOUNDS` (None: left to the default)."""
-    return limits.check(key, value)
 
 
 def _int(values: Mapping[str, Any], key: str, default: int | None) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UserError
-from .outputs import check_output, write_text_atomic  # noqa: F401  (write_text_atomic: importers use it from here)
+from .outputs import write_text_atomic
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "invalid", "failed")
@@ -135,5 +135,5 @@ class Record:
 def write_json(records: list[Record] | Record, path: Path, flag: str = "--json") -> None:
     """Write one record (an object) or several (a list) atomically: never a half-written file."""
     payload: Any = records.to_dict() if isinstance(records, Record) else [r.to_dict() for r in records]
-    check_output(Path(path), None, flag)
+    # The callers check the path before measuring (`outputs.check_output`); a failure now is one line too.
     write_text_atomic(Path(path), json.dumps(payload, indent=2, allow_nan=False) + "\n", flag)

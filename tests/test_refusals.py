@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 from aigcbench.backends import registry
 from aigcbench.bench import limits
 from aigcbench.bench.cli import app
+from aigcbench.bench.store import Store
 
-from .test_cli import AIGCBENCH
+from .test_cli import AIGCBENCH, cli
 
 runner = CliRunner()
 CELL = ["run", "--workload", "dcgan", "--size", "tiny", "--backend", "null", "--duration", "0", "--min-iterations", "2",
@@ -220,8 +221,6 @@ def test_devices_this_machine_lacks_or_no_backend_knows_are_refused(
 
 def test_a_refusal_only_the_worker_can_make_stores_nothing(store: Path) -> None:
     """The worker refuses (here injected: a check that needs the built model); the parent refuses it alike."""
-    from .test_cli import cli
-
     before = digest(store)
     done = cli(*CELL, "--option", "fault=refuse", "--store", str(store))
     assert done.returncode == 2, done.stderr
@@ -230,10 +229,6 @@ def test_a_refusal_only_the_worker_can_make_stores_nothing(store: Path) -> None:
 
 
 def test_a_sweep_cell_its_worker_refuses_is_skipped_unstored_and_the_sweep_exits_2(tmp_path: Path) -> None:
-    from aigcbench.bench.store import Store
-
-    from .test_cli import cli
-
     sweep = tmp_path / "s.toml"
     sweep.write_text('[defaults]\nsize = "tiny"\nduration = 0\nmin_iterations = 2\nwarmup = 0\nwarmup_duration = 0\n'
                      '[matrix]\nworkload = ["dcgan"]\nbackend = ["null"]\n'
@@ -250,8 +245,6 @@ def test_an_empty_weights_path_is_refused_not_read_as_the_current_folder(store: 
 
 
 def test_a_worker_refusal_leaves_no_store_where_there_was_none(tmp_path: Path) -> None:
-    from .test_cli import cli
-
     fresh = tmp_path / "new.db"
     done = cli(*CELL, "--option", "fault=refuse", "--store", str(fresh))
     assert done.returncode == 2, done.stderr

@@ -47,7 +47,7 @@ def model_for(workload: str, size: str, steps: int | None = None, scheduler: str
         except (TypeError, KeyError, ValueError):
             pass  # an older layout: rebuilt below
     from ...workloads import registry
-    from .costmodel import cost_model
+    from .costtrace import cost_model
 
     model = cost_model(registry.build(workload, size, steps=steps, scheduler=scheduler))
     write_cache(path, {**read_cache(path), entry: dataclasses.asdict(model)})
