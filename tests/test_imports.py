@@ -6,6 +6,11 @@ it. Each case runs one tiny cell in a fresh interpreter (the cold path: an
 empty cache, so FLOPs are counted and ONNX graphs exported there too) and
 reads `sys.modules` at the end. `required` is the positive control: the
 modules the cell does use must show up, or the check would pass vacuously.
+
+The parent validates a cell (workload, size, steps, scheduler) from the
+workload modules alone, which import no torch (issue 11, item 2); what a cell
+imports to build its model is declared in `Workload.model_modules`, which the
+pre-imported worker imports before it forks cells.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from aigcbench.backends import registry as backend_registry
+from aigcbench.workloads import registry as workload_registry
 
 # One cell, as a worker runs it, then every imported module's name into the file argv[2].
 CELL_DRIVER = """
@@ -38,10 +44,29 @@ with open(sys.argv[2], "w") as stream:
     json.dump({"status": "ok", "modules": sorted(sys.modules)}, stream)
 """
 
+# Build a tiny workload and run one eager batch after importing its `model_modules` (and its own
+# module, as the pre-imported worker does): the modules imported by the build and the run go to argv[2].
+MODEL_DRIVER = """
+import importlib, json, sys
+import torch
+from aigcbench.workloads import registry
+workload_class = registry.get(sys.argv[1])
+for name in workload_class.model_modules:
+    importlib.import_module(name)
+before = set(sys.modules)
+workload = registry.build(sys.argv[1], "tiny", steps=2 if workload_class.iterative else None)
+with torch.inference_mode():
+    workload.run(dict(workload.components()), workload.make_batch(1, 0))
+with open(sys.argv[2], "w") as stream:
+    json.dump({"status": "ok", "modules": sorted(set(sys.modules) - before)}, stream)
+"""
+
 TINY = {"size": "tiny", "duration": 0.05, "min_iterations": 1, "warmup": 0, "warmup_duration": 0}
 ONNX = ("onnx", "onnxscript")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
 LIBRARIES = ("torch", "diffusers", "transformers", *ONNX, *RUNTIMES)
+NO_TORCH = ("torch", "numpy", "diffusers")
+REGISTRY = "from aigcbench.workloads import registry; "
 
 CELLS = [
     # (options, required, forbidden)
@@ -61,18 +86,30 @@ PARENT_CODE = [
     ("from aigcbench.workloads import registry; registry.check('vae', 'tiny')", (), ("diffusers", "transformers")),
     ("from aigcbench.workloads import registry; registry.check('ddpm', 'tiny', steps=2, scheduler='ddim')",
      (), ("diffusers", "transformers")),
+    # The workload modules themselves: declarations and pipelines, the torch side in their *_model modules.
+    (REGISTRY + "[registry.check(n, 'tiny') for n in registry.names()]", (), NO_TORCH),
+    (REGISTRY + "registry.check('ddpm', 'base', steps=3, scheduler='ddim')", (), NO_TORCH),
+    (REGISTRY + "[(registry.get(n).unit, registry.get(n).family, registry.get(n).model_modules) "
+     "for n in registry.names()]", (), NO_TORCH),
+    ("import aigcbench.workloads.gan, aigcbench.workloads.vae, aigcbench.workloads.diffusion", (), NO_TORCH),
+    ("import aigcbench.workloads.weights, aigcbench.workloads.checkpoint, aigcbench.workloads.flops", (), NO_TORCH),
 ]
 
 
-def imported(driver: str, argument: str, tmp_path: Path) -> tuple[str, list[str]]:
-    """Run `driver` in a fresh interpreter with an empty cache; its status and top-level imported packages."""
+def report(driver: str, argument: str, tmp_path: Path) -> dict:
+    """Run `driver` in a fresh interpreter with an empty cache; what it wrote (a status and module names)."""
     out = tmp_path / "modules.json"
     env = {**os.environ, "AIGCBENCH_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-c", driver, argument, str(out)], capture_output=True, text=True,
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(out.read_text())
-    return report["status"], sorted({name.partition(".")[0] for name in report["modules"]})
+    return json.loads(out.read_text())
+
+
+def imported(driver: str, argument: str, tmp_path: Path) -> tuple[str, list[str]]:
+    """`driver`'s status and the top-level packages it imported."""
+    found = report(driver, argument, tmp_path)
+    return found["status"], sorted({name.partition(".")[0] for name in found["modules"]})
 
 
 def check_modules(packages: list[str], required: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
@@ -103,3 +140,12 @@ def test_validating_a_cell_imports_no_model_library(case: tuple, tmp_path: Path)
     code, required, forbidden = case
     _, packages = imported(PARENT_DRIVER, code, tmp_path)
     check_modules(packages, required, forbidden)
+
+
+@pytest.mark.parametrize("name", workload_registry.names())
+def test_model_modules_are_all_a_cell_imports_to_build(name: str, tmp_path: Path) -> None:
+    # The pre-imported worker imports `model_modules` before forking; a module missing there is imported
+    # again in every cell, which is the cost the worker exists to avoid.
+    late = [m for m in report(MODEL_DRIVER, name, tmp_path)["modules"]
+            if m.startswith(("aigcbench.workloads", "diffusers"))]
+    assert not late, f"{name} imports these while it builds and runs, not in its model_modules: {late}"

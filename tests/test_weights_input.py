@@ -51,7 +51,8 @@ class Custom:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One good folder per workload, each as its users save it (safetensors for the diffusers models)."""
-    from aigcbench.workloads.vae import TINY_VAE_CONFIG, build_random_vae
+    from aigcbench.workloads.vae import TINY_VAE_CONFIG
+    from aigcbench.workloads.vae_model import build_random_vae
 
     root = tmp_path_factory.mktemp("good-weights")
     folders = {name: root / name for name in WORKLOADS}

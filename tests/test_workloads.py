@@ -352,7 +352,8 @@ def test_dcgan_rejects_a_folder_without_generator_pt(tmp_path: Path) -> None:
 
 
 def test_vae_loads_the_vae_of_a_pipeline_folder(tmp_path: Path) -> None:
-    from aigcbench.workloads.vae import TINY_VAE_CONFIG, build_random_vae
+    from aigcbench.workloads.vae import TINY_VAE_CONFIG
+    from aigcbench.workloads.vae_model import build_random_vae
 
     # A pipeline folder keeps each model in its own subfolder; "vae" is ours.
     build_random_vae(TINY_VAE_CONFIG, seed=2).save_pretrained(tmp_path / "vae")

@@ -71,6 +71,10 @@ class Workload(abc.ABC):
     # Relative L2 tolerance per precision for the fidelity gate (DESIGN.md);
     # a workload may loosen it where its numerics demand, and says why.
     tolerances: ClassVar[Mapping[str, float]] = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 5e-2}
+    # The modules (absolute names) a cell imports to build and run this workload: the workload's module
+    # imports no torch, so the CLI can validate a cell without it, and the pre-imported worker imports
+    # exactly these before it forks cells, so a cell imports nothing more when it builds.
+    model_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

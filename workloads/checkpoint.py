@@ -20,30 +20,38 @@ the reverse) cannot be what the model means and is refused.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..bench.errors import UserError
 
+if TYPE_CHECKING:
+    # Imported where a checkpoint is read: the parent imports this module (through `weights`) without torch.
+    import torch
+
 SAFETENSORS_SUFFIX = ".safetensors"
 
-# safetensors' dtype names (its header's "dtype" field) → torch dtypes; float8 types only where torch has them.
-SAFETENSORS_DTYPES: Mapping[str, torch.dtype] = {
-    name: dtype
-    for name, dtype in {
-        "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-        "U16": getattr(torch, "uint16", None), "U32": getattr(torch, "uint32", None),
-        "U64": getattr(torch, "uint64", None), "BOOL": torch.bool, "C64": torch.complex64,
-        "F8_E4M3": getattr(torch, "float8_e4m3fn", None), "F8_E5M2": getattr(torch, "float8_e5m2", None),
-    }.items()
-    if dtype is not None
-}
+
+@functools.lru_cache(maxsize=1)
+def safetensors_dtypes() -> Mapping[str, torch.dtype]:
+    """safetensors' dtype names (its header's "dtype" field) → torch dtypes; float8 only where torch has them."""
+    import torch
+
+    return {
+        name: dtype
+        for name, dtype in {
+            "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+            "U16": getattr(torch, "uint16", None), "U32": getattr(torch, "uint32", None),
+            "U64": getattr(torch, "uint64", None), "BOOL": torch.bool, "C64": torch.complex64,
+            "F8_E4M3": getattr(torch, "float8_e4m3fn", None), "F8_E5M2": getattr(torch, "float8_e5m2", None),
+        }.items()
+        if dtype is not None
+    }
 
 # Entries the model may lack in a checkpoint without harm: BatchNorm's step counter only matters
 # when training with momentum=None, and checkpoints from before torch 0.4.1 have none.
@@ -94,6 +102,8 @@ class Checkpoint:
 
 
 def _kind(dtype: torch.dtype) -> str:
+    import torch
+
     if dtype.is_complex:
         return "complex"
     if dtype.is_floating_point:
@@ -117,11 +127,12 @@ def _safetensors_specs(file: Path) -> dict[str, TensorSpec]:
         raise CheckpointError(f"weights file {str(file)!r} is not a readable safetensors file: {_one_line(error)}",
                               path=file) from error
     specs = {}
+    dtypes = safetensors_dtypes()
     for name, (shape, dtype_name) in raw.items():
-        if dtype_name not in SAFETENSORS_DTYPES:
+        if dtype_name not in dtypes:
             raise CheckpointError(f"weights file {str(file)!r}: tensor {name!r} has dtype {dtype_name!r}, "
                                   "which torch cannot load here", path=file, tensor=name)
-        specs[name] = TensorSpec(shape, SAFETENSORS_DTYPES[dtype_name])
+        specs[name] = TensorSpec(shape, dtypes[dtype_name])
     return specs
 
 
@@ -136,6 +147,8 @@ def _refusal(error: pickle.UnpicklingError) -> str | None:
 
 def torch_state(file: Path, map_location: str) -> dict[str, torch.Tensor]:
     """A torch file's state_dict, read with `weights_only=True` only: a pickle that would run code is refused."""
+    import torch
+
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -20,6 +20,11 @@ Schedulers (both with the paper's 1000 training timesteps and linear betas
   comes from a generator seeded with the batch seed, so a batch gives the same
   image on every backend.
 - "ddim": the deterministic DDIM sampler (η = 0), the usual choice for few steps.
+
+This module is the workload's declaration and pipeline, and imports no torch
+or diffusers: the CLI imports it to validate a cell. The denoiser module, the
+UNet's construction and weight checks, and the scheduler classes are in
+`diffusion_model`, imported where a model is built.
 """
 
 from __future__ import annotations
@@ -28,19 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-from torch import nn
-
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .weights import (
-    CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
-)
 
 if TYPE_CHECKING:
-    # Imported where a model or scheduler is built: importing diffusers costs seconds,
-    # and the parent imports this module only to validate names (workloads.registry.check).
-    from diffusers import SchedulerMixin, UNet2DModel
+    import torch
+    from diffusers import SchedulerMixin
+    from torch import nn
 
 COMPONENT = "denoiser"
 DEFAULT_STEPS = 50
@@ -57,6 +56,14 @@ NOISE_SCHEDULE: Mapping[str, Any] = {
 
 # Scheduler names → diffusers class names, resolved by `scheduler_class` when a workload is built.
 SCHEDULER_CLASSES: Mapping[str, str] = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler"}
+# What building a scheduler imports: diffusers' `from_config` imports every class it deems compatible
+# (DDPM's and DDIM's `_compatibles`, the Karras family) to drop their config keys. Their SDE solver is
+# left out: its module needs torchsde, and without it diffusers holds a placeholder and imports nothing.
+SCHEDULER_MODULES: tuple[str, ...] = tuple(f"diffusers.schedulers.scheduling_{name}" for name in (
+    "ddpm", "ddim", "pndm", "lms_discrete", "euler_discrete", "heun_discrete", "euler_ancestral_discrete",
+    "dpmsolver_multistep", "dpmsolver_singlestep", "k_dpm_2_discrete", "k_dpm_2_ancestral_discrete",
+    "deis_multistep", "unipc_multistep", "edm_euler",
+))
 
 # The architecture choices shared by the converted DDPM checkpoints: the
 # paper's sinusoidal embedding without shift/flip, single-head attention
@@ -104,18 +111,6 @@ UNET_PRESETS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-class Denoiser(nn.Module):
-    """The UNet as one export-friendly call: (sample, int64 timestep of shape (B,)) → ε of sample's shape."""
-
-    def __init__(self, unet: UNet2DModel) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        # return_dict=False keeps the output a plain tensor, which exporters need.
-        return self.unet(sample, timestep, return_dict=False)[0]
-
-
 @dataclass(frozen=True)
 class SamplerChoice:
     """The sampling loop asked for: how many denoiser calls, and which scheduler between them."""
@@ -137,61 +132,6 @@ def choose_sampler(steps: int | None, scheduler: str | None) -> SamplerChoice:
     return SamplerChoice(steps, scheduler)
 
 
-def scheduler_class(scheduler: str) -> type[SchedulerMixin]:
-    """The diffusers scheduler class registered as `scheduler` (a key of SCHEDULER_CLASSES)."""
-    import diffusers
-
-    return getattr(diffusers, SCHEDULER_CLASSES[scheduler])
-
-
-def build_random_unet(unet_config: Mapping[str, Any], seed: int) -> UNet2DModel:
-    """A UNet2DModel with diffusers' default init, seeded without touching the global RNG."""
-    from diffusers import UNet2DModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return UNet2DModel(**unet_config)
-
-
-def image_size_of(unet: UNet2DModel, folder: Path | None = None) -> int:
-    """The square image size a UNet was configured for (diffusers allows an int or a pair).
-
-    For a loaded `folder`, the config is checked too: the sampling loop feeds
-    the UNet's output back as its next input, so it must keep the input's channels.
-    """
-    size = unet.config.sample_size
-    side = size[0] if isinstance(size, (list, tuple)) and size else size
-    if folder is None:
-        return int(side)
-    where = str(folder / CONFIG_NAME)
-    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
-        raise UserError(f"weights config {where!r}: sample_size must be a positive integer (or a pair), got {size!r}")
-    if unet.config.out_channels != unet.config.in_channels:
-        raise UserError(f"weights config {where!r}: out_channels ({unet.config.out_channels}) must equal in_channels "
-                        f"({unet.config.in_channels}) for DDPM sampling, which predicts the noise of its input")
-    return side
-
-
-def check_unet_folder(folder: Path) -> None:
-    """Check a UNet (or pipeline) folder against its config, built and dry-run on the meta device."""
-    from diffusers import UNet2DModel
-
-    folder = model_folder(folder, "unet")
-    unet = check_diffusers_model(UNet2DModel, folder)
-    side = image_size_of(unet, folder)
-    sample = torch.empty(1, int(unet.config.in_channels), side, side, device="meta")
-    dry_run(Denoiser(unet), (sample, torch.zeros(1, dtype=torch.int64, device="meta")), folder)
-
-
-def batch_timestep(timestep: torch.Tensor | int, batch_size: int, device: torch.device) -> torch.Tensor:
-    """One timestep as the denoiser takes it: int64, shape (B,), on the sample's device.
-
-    A (B,) tensor rather than a Python int keeps exported graphs free of a
-    baked-in constant and lets every sample in a batch carry its own t.
-    """
-    return torch.full((batch_size,), int(timestep), dtype=torch.int64, device=device)
-
-
 class DDPM(Workload):
     """Unconditional DDPM sampling: noise (B, 3, H, W) → `steps` denoiser calls → image (B, 3, H, W)."""
 
@@ -204,9 +144,12 @@ class DDPM(Workload):
     default_steps = DEFAULT_STEPS
     max_steps = NOISE_SCHEDULE["num_train_timesteps"]
     default_scheduler = DEFAULT_SCHEDULER
+    model_modules = ("aigcbench.workloads.diffusion_model", "diffusers.models.unets.unet_2d", *SCHEDULER_MODULES)
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:
+        from .diffusion_model import check_unet_folder
+
         check_unet_folder(folder)
 
     def __init__(
@@ -218,6 +161,9 @@ class DDPM(Workload):
         scheduler: str | None = None,
         weights: Path | None = None,
     ) -> None:
+        from .diffusion_model import Denoiser, build_random_unet, image_size_of, scheduler_class
+        from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
+
         sampler = choose_sampler(steps, scheduler)
         super().__init__(size, seed, steps=sampler.steps, scheduler=sampler.scheduler, weights=weights)
         folder = None if weights is None else model_folder(weights, "unet")
@@ -240,12 +186,16 @@ class DDPM(Workload):
         return {COMPONENT: self.denoiser}
 
     def example_inputs(self, component: str, batch_size: int) -> tuple[torch.Tensor, ...]:
+        from .diffusion_model import batch_timestep
+
         if component != COMPONENT:
             raise KeyError(f"ddpm has one component, {COMPONENT!r}; got {component!r}")
         (noise,) = self.make_batch(batch_size, self.seed).inputs
         return noise, batch_timestep(self.mid_timestep(), batch_size, noise.device)
 
     def make_batch(self, batch_size: int, seed: int) -> Batch:
+        import torch
+
         rng = torch.Generator().manual_seed(seed)
         noise = torch.randn(batch_size, self.in_channels, self.image_size, self.image_size, generator=rng)
         return Batch(inputs=(noise,), seed=seed, size=batch_size)
@@ -258,6 +208,10 @@ class DDPM(Workload):
         return int(self.scheduler_config["num_train_timesteps"]) // 2
 
     def run(self, sessions: Mapping[str, ComponentFn], batch: Batch) -> torch.Tensor:
+        import torch
+
+        from .diffusion_model import batch_timestep
+
         (x,) = batch.inputs
         denoise = sessions[COMPONENT]
         scheduler = self.new_scheduler()
@@ -276,6 +230,8 @@ class DDPM(Workload):
         return {COMPONENT: self.steps}
 
     def fidelity_outputs(self, sessions: Mapping[str, ComponentFn], batch: Batch) -> dict[str, torch.Tensor]:
+        from .diffusion_model import batch_timestep
+
         (noise,) = batch.inputs
         step = sessions[COMPONENT](noise, batch_timestep(self.mid_timestep(), noise.shape[0], noise.device))
         return {"denoiser_step": step, "output": self.run(sessions, batch)}

@@ -16,33 +16,25 @@ Sizes:
 Random init needs no correction here: the decoder's GroupNorms rescale every
 activation, so outputs vary over pixels as a trained decoder's do (the
 contract test checks that they are not near-constant).
+
+This module is the workload's declaration and pipeline, and imports no torch
+or diffusers: the CLI imports it to validate a cell. The decoder module, its
+construction and weight loading are in `vae_model`, imported where a model is built.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-from torch import nn
-
-from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .weights import (
-    CONFIG_NAME, check_diffusers_model, dry_run, load_diffusers_model, model_folder, public_config, weights_sha256,
-)
 
 if TYPE_CHECKING:
-    # Imported where a model is built: importing diffusers costs seconds, and the
-    # parent imports this module only to validate names (workloads.registry.check).
-    from diffusers import AutoencoderKL
+    import torch
+    from torch import nn
 
 COMPONENT = "decoder"
-# What `LatentDecoder` keeps of an AutoencoderKL: a checkpoint must hold these; the encoder's
-# tensors may be absent (they are dropped), but must fit the model when present.
-DECODER_PREFIXES: tuple[str, ...] = ("decoder.", "post_quant_conv.")
 
 # The Stable Diffusion VAE (e.g. the "vae/config.json" of SD 1.5 and 2.1).
 SD_VAE_CONFIG: Mapping[str, Any] = {
@@ -85,69 +77,6 @@ PRESETS: Mapping[str, VAEPreset] = {
 }
 
 
-class LatentDecoder(nn.Module):
-    """`AutoencoderKL.decode` as a pipeline calls it: scaled latents in, image tensor out.
-
-    The division by `scaling_factor` (and the addition of `shift_factor`, for
-    VAEs such as SD3's that have one) is part of the module, as it is part of
-    every pipeline's decode call, so backends export and time it too.
-    """
-
-    def __init__(self, vae: AutoencoderKL) -> None:
-        super().__init__()
-        # Some VAEs (use_post_quant_conv=False) have none; Identity keeps forward uniform.
-        self.post_quant_conv = vae.post_quant_conv if vae.post_quant_conv is not None else nn.Identity()
-        self.decoder = vae.decoder
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.shift_factor = float(vae.config.shift_factor or 0.0)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        latents = latents / self.scaling_factor + self.shift_factor
-        return self.decoder(self.post_quant_conv(latents))
-
-
-def build_random_vae(model_config: Mapping[str, Any], seed: int) -> AutoencoderKL:
-    """An AutoencoderKL with diffusers' default init, seeded without touching the global RNG."""
-    from diffusers import AutoencoderKL
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoencoderKL(**model_config)
-
-
-def decoder_needs(name: str) -> bool:
-    return name.startswith(DECODER_PREFIXES)
-
-
-def latent_geometry(vae: AutoencoderKL, image_size: int, folder: Path | None = None) -> tuple[int, int]:
-    """(latent channels, latent side) of `vae` decoding to `image_size`; a loaded config is checked first."""
-    config = vae.config
-    # Each decoder level but the last upsamples ×2.
-    latent_size = image_size // 2 ** (len(config.block_out_channels) - 1)
-    if folder is not None:
-        where = str(folder / CONFIG_NAME)
-        if latent_size < 1:
-            raise UserError(f"weights config {where!r}: {len(config.block_out_channels)} decoder levels upsample "
-                            f"more than the benchmark's {image_size} px image allows")
-        for key in ("scaling_factor", "shift_factor"):
-            value = getattr(config, key, None)
-            if key == "shift_factor" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
-                raise UserError(f"weights config {where!r}: {key} must be a finite non-zero number, got {value!r}")
-    return int(config.latent_channels), latent_size
-
-
-def check_vae_folder(folder: Path, image_size: int) -> None:
-    """Check a VAE (or pipeline) folder against the decoder it would give, built and dry-run on the meta device."""
-    from diffusers import AutoencoderKL
-
-    folder = model_folder(folder, "vae")
-    vae = check_diffusers_model(AutoencoderKL, folder, decoder_needs)
-    channels, side = latent_geometry(vae, image_size, folder)
-    dry_run(LatentDecoder(vae), (torch.empty(1, channels, side, side, device="meta"),), folder)
-
-
 class VAEDecoder(Workload):
     """The VAE decoder of latent diffusion: latents (B, C, h, w) ~ N(0, I) → images (B, 3, H, W)."""
 
@@ -155,9 +84,12 @@ class VAEDecoder(Workload):
     family = "vae"
     unit = "image"
     description = "AutoencoderKL decoder (Stable Diffusion VAE): one decode from scaled latents to image"
+    model_modules = ("aigcbench.workloads.vae_model", "diffusers.models.autoencoders.autoencoder_kl")
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:
+        from .vae_model import check_vae_folder
+
         check_vae_folder(folder, PRESETS[size].image_size)
 
     def __init__(
@@ -169,6 +101,9 @@ class VAEDecoder(Workload):
         scheduler: str | None = None,
         weights: Path | None = None,
     ) -> None:
+        from .vae_model import LatentDecoder, build_random_vae, decoder_needs, latent_geometry
+        from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
+
         super().__init__(size, seed, steps=steps, scheduler=scheduler, weights=weights)
         preset = PRESETS[size]
         folder = None if weights is None else model_folder(weights, "vae")
@@ -195,6 +130,8 @@ class VAEDecoder(Workload):
         return self.make_batch(batch_size, self.seed).inputs
 
     def make_batch(self, batch_size: int, seed: int) -> Batch:
+        import torch
+
         # Scaled latents have unit variance (that is what scaling_factor is for),
         # so N(0, I) is what a denoiser hands the decoder.
         rng = torch.Generator().manual_seed(seed)

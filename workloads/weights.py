@@ -20,12 +20,13 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from ..bench.errors import UserError
 from . import checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 # Suffixes of files that hold tensors; configs are recorded separately in
 # `Workload.config()`, so only these enter the digest.
@@ -162,6 +163,8 @@ def build_from_config(model_class: type[ModelT], folder: Path, device: str) -> M
     rejects a bad value with whatever exception its code hits first: each
     becomes one line naming the config.
     """
+    import torch
+
     config = read_config(folder, model_class)
     try:
         with quiet(), torch.random.fork_rng(devices=[]), torch.device(device):
@@ -217,6 +220,8 @@ def dry_run(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], folder: P
     halve, a kernel larger than its input) fails here, in the parent, rather
     than as a failed record after the model was loaded.
     """
+    import torch
+
     try:
         with torch.no_grad(), quiet():
             return module(*inputs)
