@@ -114,8 +114,7 @@ class Backend(abc.ABC):
         A precision the backend does not declare is refused here, for every
         backend alike; the rest is `check_device`.
         """
-        if precision not in self.precisions:
-            raise UserError(f"backend {self.name} supports precisions {', '.join(self.precisions)}; got {precision!r}")
+        check_declared(self, precision)
         self.check_device(device, precision)
 
     @abc.abstractmethod
@@ -150,3 +149,9 @@ class Backend(abc.ABC):
         of a module (move or cast it in place): the harness does not use it
         afterwards. `example_inputs` carry the batch size the session will see.
         """
+
+
+def check_declared(backend: Any, precision: str) -> None:
+    """Refuse a precision `backend` does not declare (known without importing its runtime)."""
+    if precision not in backend.precisions:
+        raise UserError(f"backend {backend.name} supports precisions {', '.join(backend.precisions)}; got {precision!r}")

@@ -52,7 +52,8 @@ from .launchers import worker_argv as worker_argv  # re-exported: tests and call
 from .config import RunConfig
 from .errors import BackendUnavailable, UserError
 from .record import Record
-from .runner import RunObserver, failure_record
+from .runner import RunObserver, Silent, failure_record
+from .walltime import Timeline
 
 STDERR_TAIL_LINES = 20
 # After SIGUSR1, how long the worker gets to print its stack before SIGKILL.
@@ -80,6 +81,7 @@ class _Outcome:
     start: str = "cold"  # how the worker started (launchers.COLD, FORKED, FORKED_AFTER_RESTART)
     start_reason: str | None = None  # why a cell that could have been forked started cold
     lost: bool = False  # its zygote died under it
+    marks: list = dataclasses.field(default_factory=list)  # walltime marks: the launcher's, then the worker's
 
 
 def run_isolated(
@@ -90,6 +92,7 @@ def run_isolated(
     python: str = sys.executable,
     memory_limit_bytes: int | None = None,
     launcher: Launcher | None = None,
+    timeline: Timeline | None = None,
 ) -> Record:
     """Measure `config` in a worker process of its own; return its record, or a `failed` one saying why.
 
@@ -99,22 +102,60 @@ def run_isolated(
     on a fresh one, and its record says so (`metadata.worker.start`).
     `memory_limit_bytes` caps the worker's memory (see `bench/resources.py`);
     the caller has checked it with `resources.check_memory_limit`.
+    `timeline` holds the caller's marks so far (`bench/walltime.py`); the
+    record's `metadata.wall_s` covers them and the worker's, up to its return.
     """
     launcher = launcher or ColdLauncher(python)
+    timeline = timeline or Timeline()
     for _ in range(2):
-        record, lost = _attempt(config, launcher, config.device, timeout_s, observer, memory_limit_bytes)
+        record, lost = _attempt(config, launcher, config.device, timeout_s, observer, memory_limit_bytes, timeline)
         if not lost:
-            return record
+            return with_wall_time(record, timeline)
         launcher.restart()
-    return failure_record(
+    record = failure_record(
         config, "the pre-imported worker died while running this cell, twice (retried once on a fresh one)",
         metadata=record.metadata,
     )
+    return with_wall_time(record, timeline)
+
+
+CHECK_ENTRY = f"{__package__}.cell_check:main"
+
+
+def check_cells(
+    configs: list[RunConfig], launcher: Launcher, timeout_s: float, timeline: Timeline | None = None
+) -> list[dict] | None:
+    """`bench/cell_check.py` on `configs`, in a process the launcher starts; None if it gave no results.
+
+    One result per config, in order. None (it crashed, hung, or wrote nothing)
+    leaves each cell to its own worker, which runs the same checks first.
+    On `timeline`, a zygote started for the check is its own part; the check is "check".
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="aigcbench-check-"))
+    try:
+        configs_path, results_path = workdir / "configs.json", workdir / "results.json"
+        configs_path.write_text(json.dumps([config.to_dict() for config in configs]))
+        job = WorkerJob(configs_path, results_path, entry=CHECK_ENTRY)
+        with open(workdir / "stderr.log", "wb") as stderr:
+            outcome = _run_worker(launcher, job, stderr.fileno(), timeout_s, Silent())
+        if timeline is not None:
+            timeline.extend((part if part == "zygote_start" else "check", at) for part, at in outcome.marks)
+        if outcome.returncode != 0 or outcome.timed_out or not results_path.exists():
+            return None
+        results = json.loads(results_path.read_text())
+        return results if isinstance(results, list) and len(results) == len(configs) else None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def with_wall_time(record: Record, timeline: Timeline) -> Record:
+    """`record` with `metadata.wall_s`: its timeline's parts, up to now."""
+    return dataclasses.replace(record, metadata={**record.metadata, "wall_s": timeline.parts()})
 
 
 def _attempt(
     config: RunConfig, launcher: Launcher, device: str, timeout_s: float | None, observer: RunObserver,
-    memory_limit_bytes: int | None,
+    memory_limit_bytes: int | None, timeline: Timeline,
 ) -> tuple[Record, bool]:
     """One try: the record, and whether the worker's zygote died under it (then the record is not the cell's)."""
     workdir = Path(tempfile.mkdtemp(prefix="aigcbench-cell-"))
@@ -124,6 +165,7 @@ def _attempt(
         job = WorkerJob(config_path, record_path, memory_limit_bytes, device)
         with open(stderr_path, "wb") as stderr:
             outcome = _run_worker(launcher, job, stderr.fileno(), timeout_s, observer)
+        timeline.extend(outcome.marks)
         tail = _tail(stderr_path, STDERR_TAIL_LINES)
         if outcome.lost:
             return failure_record(config, "lost", metadata={"worker": _worker_accounting(outcome)}), True
@@ -139,7 +181,7 @@ def _attempt(
 def _run_worker(launcher: Launcher, job: WorkerJob, stderr_fd: int, timeout_s: float | None, observer: RunObserver) -> _Outcome:
     start = time.monotonic()
     worker = launcher.launch(job, stderr_fd)
-    outcome = _Outcome(start=worker.start, start_reason=worker.start_reason)
+    outcome = _Outcome(start=worker.start, start_reason=worker.start_reason, marks=list(worker.marks))
     try:
         if not _wait(worker, start, timeout_s, observer, outcome):
             outcome.timed_out = True
@@ -190,6 +232,9 @@ def _relay(data: bytes, observer: RunObserver, outcome: _Outcome) -> bytes:
             observer.stage(outcome.last_stage)
         elif "loop" in event:
             observer.loop(*event["loop"])
+        elif "part" in event:
+            name, stamp = event["part"]
+            outcome.marks.append((str(name), int(stamp)))
         elif "refused" in event:
             outcome.refused = dict(event["refused"])
     return rest

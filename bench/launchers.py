@@ -33,7 +33,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from .zygote import MAX_MESSAGE, _send  # one wire format for both ends (zygote imports only the stdlib at load)
+from .walltime import now_ns
+from .zygote import MAX_MESSAGE, WORKER_ENTRY, _send  # one wire format for both ends (zygote imports only the stdlib at load)
 
 COLD, FORKED, FORKED_AFTER_RESTART = "cold", "forked", "forked-after-restart"
 # Importing torch and diffusers takes seconds, more on a loaded CI machine.
@@ -46,14 +47,21 @@ _REPLY_TIMEOUT_S = 60.0
 # before that, and it is built in.
 _BOOTSTRAP = (
     "import sys; sys.path[:] = [p for p in sys.path if p != '']; "
-    f"from {__package__}.{{module}} import {{function}}; sys.exit({{function}}(sys.argv[1:]))"
+    "from {module} import {function}; sys.exit({function}(sys.argv[1:]))"
 )
 
 
-def worker_argv(python: str, config_path: Path, record_path: Path, memory_limit_bytes: int | None = None) -> list[str]:
+def bootstrap(entry: str) -> str:
+    """The `-c` program that runs `entry` ("module:function") with the command line's arguments."""
+    module, _, function = entry.partition(":")
+    return _BOOTSTRAP.format(module=module, function=function)
+
+
+def worker_argv(
+    python: str, config_path: Path, record_path: Path, memory_limit_bytes: int | None = None, entry: str | None = None
+) -> list[str]:
     """The command line of one cold worker: never `-m`, which would import from the current directory."""
-    return [python, "-c", _BOOTSTRAP.format(module="worker", function="main"),
-            *WorkerJob(config_path, record_path, memory_limit_bytes).argv()]
+    return [python, "-c", bootstrap(entry or WORKER_ENTRY), *WorkerJob(config_path, record_path, memory_limit_bytes).argv()]
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class WorkerJob:
     record_path: Path
     memory_limit_bytes: int | None = None
     device: str = "cpu"
-    # A "module:function" called in a forked child instead of the worker's main (tests probe with it).
+    # A "module:function" run instead of the worker's main: the sweep's cell check, and tests' probes.
     entry: str | None = None
 
     def argv(self) -> list[str]:
@@ -78,6 +86,8 @@ class Worker(Protocol):
     start: str  # COLD, FORKED or FORKED_AFTER_RESTART
     start_reason: str | None  # why a cell under the zygote started cold
     lost: bool  # its zygote died under it: the cell is worth one retry
+    # Where its start went, as walltime marks: ("worker_start", t), after ("zygote_start", t) if one was started.
+    marks: tuple[tuple[str, int], ...]
 
     def exited_fd(self) -> int | None: ...
 
@@ -102,7 +112,8 @@ class ColdWorker:
     lost = False
 
     def __init__(self, python: str, job: WorkerJob, stderr_fd: int, reason: str | None = None) -> None:
-        argv = worker_argv(python, job.config_path, job.record_path, job.memory_limit_bytes)
+        self.marks: tuple[tuple[str, int], ...] = (("worker_start", now_ns()),)
+        argv = worker_argv(python, job.config_path, job.record_path, job.memory_limit_bytes, job.entry)
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_fd, start_new_session=True
         )
@@ -171,6 +182,7 @@ class ForkedWorker:
     def __init__(self, sock: socket.socket, pid: int, events: int, start: str) -> None:
         self._sock, self.pid, self.events, self.start = sock, pid, events, start
         self.start_reason: str | None = None
+        self.marks: tuple[tuple[str, int], ...] = ()  # set by the launcher, which knows what it started
         self.lost = False
 
     def exited_fd(self) -> int | None:
@@ -203,14 +215,17 @@ def cold_reason(device: str) -> str | None:
 class ZygoteLauncher:
     """Forks each cell from one pre-imported process, started at the first cell and closed by `close()`."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, preload: tuple[str, ...] = ()) -> None:
         self.python = python
+        self.preload = tuple(preload)  # modules the cells will import (workloads' model_modules), beyond zygote.PRELOAD
         self._cold = ColdLauncher(python)
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._log: Any = None
         self._broken: str | None = None
         self._restarted = False
+        self._ready = False  # the current zygote has said it is ready
+        self._ready_ns = 0  # when it did
 
     @property
     def pid(self) -> int | None:
@@ -220,17 +235,26 @@ class ZygoteLauncher:
     def launch(self, job: WorkerJob, stderr_fd: int) -> Worker:
         reason = cold_reason(job.device)
         if reason is None:
+            begun, starting = now_ns(), not self._ready and self._broken is None
             forked = self._fork_with_restart(job, stderr_fd)
             if not isinstance(forked, str):
+                forked.marks = self._start_marks(begun, starting)
                 return forked
             reason = forked
         return ColdWorker(self.python, job, stderr_fd, reason)
+
+    def _start_marks(self, begun: int, started_zygote: bool) -> tuple[tuple[str, int], ...]:
+        if not started_zygote:
+            return (("worker_start", begun),)
+        return (("zygote_start", begun), ("worker_start", self._ready_ns))
 
     def _fork_with_restart(self, job: WorkerJob, stderr_fd: int) -> Worker | str:
         """A forked child; a zygote found dead is restarted once. A string says why the cell starts cold."""
         for _ in range(2):
             if self._sock is None:
-                self._start()
+                self.spawn()
+            if not self._ready:
+                self._await_ready()
             if self._broken is not None:
                 return self._broken
             forked = self._fork(job, stderr_fd)
@@ -266,11 +290,18 @@ class ZygoteLauncher:
         start = FORKED_AFTER_RESTART if self._restarted else FORKED
         return ForkedWorker(self._sock, int(reply["pid"]), read_end, start)
 
-    def _start(self) -> None:
+    def spawn(self) -> None:
+        """Start the zygote now and return at once: it imports torch while the caller does other work.
+
+        The first launch waits for it to be ready; without `spawn`, the first
+        launch starts it. A command that is refused meanwhile closes it unused.
+        """
+        if self._sock is not None or self._broken is not None:
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._log = tempfile.TemporaryFile(prefix="aigcbench-zygote-")
-        argv = [self.python, "-c", _BOOTSTRAP.format(module="zygote", function="serve"),
-                str(theirs.fileno()), str(os.getpid())]
+        argv = [self.python, "-c", bootstrap(f"{__package__}.zygote:serve"),
+                str(theirs.fileno()), str(os.getpid()), *self.preload]
         try:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
@@ -279,8 +310,12 @@ class ZygoteLauncher:
         finally:
             theirs.close()
         self._sock = ours
-        reply = _receive(ours, ZYGOTE_READY_TIMEOUT_S)
-        if reply is None or "ready" not in reply:
+
+    def _await_ready(self) -> None:
+        assert self._sock is not None
+        reply = _receive(self._sock, ZYGOTE_READY_TIMEOUT_S)
+        self._ready, self._ready_ns = reply is not None and "ready" in reply, now_ns()
+        if not self._ready:
             said = reply.get("broken") if reply else self._last_log_line()
             self._broken = f"the pre-imported worker did not start: {said or 'no reason given'}"
             self._stop()
@@ -294,19 +329,22 @@ class ZygoteLauncher:
         return " ".join(lines[-1].split()) if lines else None
 
     def _stop(self) -> None:
-        """Close the socket (the zygote exits at EOF); make sure it is gone and reaped."""
+        """Close the socket and SIGKILL the zygote; reap it.
+
+        Between cells the zygote holds nothing worth a clean exit (its children
+        are reaped before it reports them), and an interpreter that imported
+        torch takes a noticeable while to tear itself down: the command would wait on it.
+        """
+        self._ready = False
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
             try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self._proc.wait()
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._proc.wait()
             self._proc = None
         if self._log is not None:
             self._log.close()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from ..backends import registry as backend_registry
 from ..backends import onnx_export
-from ..backends.base import Backend, PrepareContext, Session
+from ..backends.base import Backend, PrepareContext, Session, check_declared
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
 from ..workloads.flops import flops_per_item, param_count
@@ -49,6 +49,7 @@ from .probes.environment import fingerprint, git_commit
 from .probes.gpu_state import GpuStateProbe
 from .probes.host_memory import HostMemoryProbe
 from .record import Record
+from .walltime import Timeline
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +65,9 @@ class RunObserver(Protocol):
     def loop(self, phase: str, count: int, elapsed_ns: int) -> None: ...
 
 
-class _Silent:
+class Silent:
+    """An observer that shows nothing."""
+
     def stage(self, text: str) -> None:
         pass
 
@@ -106,26 +109,34 @@ class _Prepared:
             session.close()
 
 
-def run_cell(config: RunConfig, *, clock: Clock = perf_clock, observer: RunObserver | None = None) -> Record:
+def run_cell(
+    config: RunConfig, *, clock: Clock = perf_clock, observer: RunObserver | None = None,
+    timeline: Timeline | None = None,
+) -> Record:
     """Measure one cell and return its record (status ok, invalid or failed): prepare → measure → derive.
 
     Raises `UserError` / `BackendUnavailable` only for what is refused before
-    anything is measured.
+    anything is measured. `timeline` receives a mark as each part of the
+    cell's wall time begins (`bench/walltime.py`).
     """
-    observer = observer or _Silent()
+    observer = observer or Silent()
+    timeline = timeline or Timeline()
+    timeline.mark("preflight")
     backend = preflight(config)
-    cell, workload, build_s = _prepare_cell(config, backend, clock, observer)
+    cell, workload, build_s = _prepare_cell(config, backend, clock, observer, timeline)
     # No larger than the measured batch, so a backend built for that shape can run it as is.
     check_size = min(FIDELITY_BATCH, cell.batch_size)
     check_batch = workload.make_batch(check_size, config.seed + FIDELITY_SEED_OFFSET)
     reference, metadata = None, {}
     if backend.computes_model:
+        timeline.mark("fidelity_reference")
         observer.stage("fidelity reference (eager fp32, cpu; cached per workload config)")
         reference, source = fidelity_cache.reference(
             workload, check_size, FIDELITY_SEED_OFFSET, lambda: _eager_outputs(workload, check_batch)
         )
         metadata["fidelity_reference"] = source
-    measurement = _measure(cell, workload, backend, clock, observer, build_s, check_batch, reference)
+    measurement = _measure(cell, workload, backend, clock, observer, timeline, build_s, check_batch, reference)
+    timeline.mark("record")
     return derive(cell, measurement, fingerprint(), git_commit(), metadata)
 
 
@@ -148,14 +159,18 @@ def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) 
     return derive(cell, failed(reason), fingerprint(), git_commit(), metadata)
 
 
-def preflight(config: RunConfig) -> Backend:
-    """Refuse, cheaply and before anything is built or stored, what cannot run; return the backend."""
-    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler,
-                            weights=config.weights)
+def check_config(config: RunConfig) -> Backend:
+    """Refuse what the CLI can see is wrong without importing torch or a runtime; return the backend.
+
+    Names, sizes, steps and schedulers, option names and values, the declared
+    precisions: all known from the registries' declarations. What needs a
+    runtime (is it installed, is the device there, does the batch fit, do the
+    weights match the model) is `preflight`'s, run where the cell runs.
+    """
+    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+    if config.weights is not None:
+        _check_folder(config.weights)
     backend = backend_registry.get(config.backend)
-    why = backend.available()
-    if why is not None:
-        raise BackendUnavailable(f"backend {config.backend} is unavailable: {why}")
     unknown = sorted(set(config.options) - set(backend.options))
     if unknown:
         known = ", ".join(sorted(backend.options)) or "none"
@@ -163,16 +178,43 @@ def preflight(config: RunConfig) -> Backend:
     backend.check_options(config.options)
     if backend.input_format == "onnx":
         onnx_export.check_exporter(config.options)
+    check_declared(backend, config.precision)
+    return backend
+
+
+def _check_folder(weights: str) -> None:
+    """A `--weights` value names a folder that is there (its contents are `preflight`'s to check)."""
+    from ..workloads.weights import require_folder
+
+    if not str(weights):
+        raise UserError("--weights must name a folder, got ''")
+    require_folder(Path(weights))
+
+
+def preflight(config: RunConfig) -> Backend:
+    """`check_config`, then everything that needs the runtimes, before anything is built; return the backend.
+
+    It runs in the cell's worker (or, for a whole sweep, in one process forked
+    from the pre-imported zygote before any cell starts): the CLI never imports
+    torch. A refusal here still ends the command with exit 2 or 3 and nothing stored.
+    """
+    backend = check_config(config)
+    why = backend.available()
+    if why is not None:
+        raise BackendUnavailable(f"backend {config.backend} is unavailable: {why}")
     backend.check(config.device, config.precision)
-    if config.weights is None:  # a weights folder's architecture is its own, not the preset's
+    if config.weights is not None:  # a weights folder's architecture is its own, not the preset's
+        workload_registry.check(config.workload, config.size, weights=config.weights)
+    else:
         check_fits(config.workload, config.size, config.effective_batch_size, config.precision, config.device)
     return backend
 
 
 def _prepare_cell(
-    config: RunConfig, backend: Backend, clock: Clock, observer: RunObserver
+    config: RunConfig, backend: Backend, clock: Clock, observer: RunObserver, timeline: Timeline
 ) -> tuple[Cell, Workload, float]:
     """Build the workload from config (timed: the first part of cold start) and describe the cell."""
+    timeline.mark("build")
     observer.stage(f"building {config.workload} ({config.size})")
     start = clock()
     workload = workload_registry.build(
@@ -184,6 +226,7 @@ def _prepare_cell(
         weights=Path(config.weights) if config.weights else None,
     )
     build_s = (clock() - start) / 1e9
+    timeline.mark("describe")
     cell = Cell(
         config=config,
         backend_name=backend.name,
@@ -231,6 +274,7 @@ def _measure(
     backend: Backend,
     clock: Clock,
     observer: RunObserver,
+    timeline: Timeline,
     build_s: float,
     check_batch: Batch,
     reference: Mapping[str, "torch.Tensor"] | None,
@@ -246,7 +290,7 @@ def _measure(
     m = Measurement(cold_start_s={"build": build_s})
     prepared: _Prepared | None = None
     try:
-        prepared = _prepare_sessions(workload, backend, cell, clock, observer)
+        prepared = _prepare_sessions(workload, backend, cell, clock, observer, timeline)
         m = replace(
             m,
             cold_start_s={**m.cold_start_s, **prepared.cold_start_s},
@@ -256,11 +300,15 @@ def _measure(
         device = next(iter(prepared.sessions.values())).device
         batch = workload.make_batch(cell.batch_size, cell.config.seed).to(device)
         with torch.inference_mode():
+            timeline.mark("first_call")
             m = replace(m, cold_start_s={**m.cold_start_s, **_first_call(workload, prepared, batch, clock, observer)})
+            timeline.mark("warmup")
             m = replace(m, warmup=_warm_up(workload, prepared, batch, cell, clock, observer))
+            timeline.mark("measure")
             m = replace(m, **_measured_loop(workload, prepared, batch, cell, clock, observer))
             if reference is None:
                 return replace(m, fidelity={"passed": None, "skipped": f"backend {backend.name} does not compute the model"})
+            timeline.mark("fidelity_check")
             observer.stage("checking fidelity against eager fp32")
             outputs = workload.fidelity_outputs(prepared.sessions, check_batch.to(device))
             for session in prepared.sessions.values():
@@ -336,7 +384,7 @@ def _measured_loop(
 
 
 def _prepare_sessions(
-    workload: Workload, backend: Backend, cell: Cell, clock: Clock, observer: RunObserver
+    workload: Workload, backend: Backend, cell: Cell, clock: Clock, observer: RunObserver, timeline: Timeline
 ) -> _Prepared:
     """Cold start, timed by part: ONNX export (for graph backends), then the backend's prepare.
 
@@ -351,6 +399,7 @@ def _prepare_sessions(
             model: Any = module
             identity = workload.identity(name)
             if backend.input_format == "onnx":
+                timeline.mark("export")
                 observer.stage(f"exporting {name} to ONNX")
                 start = clock()
                 # A batch of 2 keeps the exporter from specialising the batch dimension to a constant.
@@ -360,6 +409,7 @@ def _prepare_sessions(
                 )
                 export_s += (clock() - start) / 1e9
                 exports[name] = model.describe()
+            timeline.mark("prepare")
             observer.stage(f"preparing {name} on {backend.name} ({config.device}, {config.precision})")
             context = PrepareContext(scenario=config.scenario, batch_size=cell.batch_size, identity=identity)
             start = clock()

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .errors import BackendUnavailable, UserError
-from .isolation import run_isolated
+from .isolation import check_cells, run_isolated
 from .launchers import Launcher, ZygoteLauncher
 from .record import Record
 from .resources import check_memory_limit
-from .runner import RunObserver, preflight
+from .runner import RunObserver, check_config
 from .store import Store
 from .sweep_file import SweepCell, SweepPlan
+from .walltime import Timeline
+
+# How long the check of every cell may take before the cells are left to check themselves.
+CHECK_TIMEOUT_S = 600.0
 
 Action = Literal["ran", "stored", "skipped"]
 
@@ -38,18 +42,29 @@ class Executor(Protocol):
 class LocalWorkers:
     """One worker process per cell, with the cell's timeout, forked from a pre-imported zygote by default.
 
-    The zygote starts at the first cell and lives until `close()`; pass
-    `launchers.ColdLauncher()` to start every cell in a fresh interpreter.
+    The zygote starts at the first use (the cells' check, or the first cell)
+    and lives until `close()`; pass `launchers.ColdLauncher()` to start every
+    cell in a fresh interpreter. Each record's `metadata.wall_s` runs from
+    where the previous cell's ended (the first: from `timeline`'s marks, the
+    command's start), so the cells' parts add up to the sweep's wall time.
     """
 
-    def __init__(self, launcher: Launcher | None = None) -> None:
+    def __init__(self, launcher: Launcher | None = None, timeline: Timeline | None = None) -> None:
         self.launcher = launcher if launcher is not None else ZygoteLauncher()
+        self._timeline = timeline
 
     def run(self, cell: SweepCell, observer: RunObserver) -> Record:
-        return run_isolated(
+        timeline, self._timeline = self._timeline or _since_last(), None
+        record = run_isolated(
             cell.config, timeout_s=cell.timeout_s, observer=observer, memory_limit_bytes=cell.memory_limit_bytes,
-            launcher=self.launcher,
+            launcher=self.launcher, timeline=timeline,
         )
+        self._timeline = _since_last()
+        return record
+
+    def check(self, configs: list) -> list[dict] | None:
+        """The runtime checks of `configs` (`bench/cell_check.py`), started the way the cells will be."""
+        return check_cells(configs, self.launcher, CHECK_TIMEOUT_S, self._timeline)
 
     def close(self) -> None:
         self.launcher.close()
@@ -70,24 +85,58 @@ class SweepProgress(Protocol):
     def cell_done(self, index: int, result: CellResult) -> None: ...
 
 
-def unavailable_cells(plan: SweepPlan) -> dict[int, str]:
+def _since_last() -> Timeline:
+    timeline = Timeline()
+    timeline.mark("sweep")
+    return timeline
+
+
+def unavailable_cells(plan: SweepPlan, workers: "LocalWorkers | None" = None) -> dict[int, str]:
     """Check every cell before anything runs; return the ones this machine cannot run, with why.
 
     Bad input (an option value, a precision the backend refuses) raises
     `UserError` here, so a sweep never fails halfway on something it could
     have refused up front. A backend or device missing on this machine is not
     bad input — the same file runs elsewhere — so those cells are skipped.
+    What needs the runtimes is checked by `workers` (`bench/cell_check.py`,
+    once per distinct config, where the cells will run; without `workers`, by
+    workers started for it and closed after).
     """
     missing: dict[int, str] = {}
     for index, cell in enumerate(plan.cells):
         try:
-            preflight(cell.config)
+            check_config(cell.config)
             if cell.memory_limit_bytes is not None:
                 check_memory_limit(cell.memory_limit_bytes, cell.config.device, "memory_limit")
-        except BackendUnavailable as err:
+        except BackendUnavailable as err:  # a plugin backend that does not load
             missing[index] = str(err)
         except UserError as err:
-            raise UserError(f"{cell.origin}: {err}") from None
+            raise UserError(f"{cell.origin}: {err}", key=err.key) from None
+    own = LocalWorkers() if workers is None else None
+    try:
+        missing.update(_runtime_checks(plan, workers or own, set(missing)))
+    finally:
+        if own is not None:
+            own.close()
+    return missing
+
+
+def _runtime_checks(plan: SweepPlan, workers: "LocalWorkers", known: set[int]) -> dict[int, str]:
+    cells = [(index, cell) for index, cell in enumerate(plan.cells) if index not in known]
+    configs = {cell.config.key(): cell.config for _, cell in cells}  # one check per distinct config
+    if not configs:
+        return {}
+    results = workers.check(list(configs.values()))
+    if results is None:
+        return {}  # the check itself died: each cell's worker checks again before it measures
+    by_key = dict(zip(configs, results))
+    missing: dict[int, str] = {}
+    for index, cell in cells:
+        result = by_key[cell.config.key()]
+        if result.get("exit_code") == BackendUnavailable.exit_code:
+            missing[index] = str(result["message"])
+        elif result.get("exit_code") == UserError.exit_code:
+            raise UserError(f"{cell.origin}: {result['message']}", key=result.get("key"))
     return missing
 
 
@@ -120,7 +169,8 @@ def run_sweep(
     owned = LocalWorkers() if executor is None else None
     executor = executor or owned
     try:
-        skip = unavailable_cells(plan) if skip is None else skip
+        if skip is None:
+            skip = unavailable_cells(plan, executor if isinstance(executor, LocalWorkers) else None)
         stored = {} if force else stored_records(store, hardware_key)
         results: list[CellResult] = []
         for index, cell in enumerate(plan.cells):

@@ -57,6 +57,10 @@ class PipeObserver:
         if now - self._last >= EVENT_INTERVAL_S:
             self._send({"loop": [phase, count, elapsed_ns]})
 
+    def part(self, name: str, at_ns: int) -> None:
+        """A part of the cell's wall time begins (`bench/walltime.py`); never throttled: the parent sums them."""
+        self._send({"part": [name, at_ns]})
+
     def refused(self, err: Exception, exit_code: int) -> None:
         """Bad input or a missing device found only here: the parent refuses it as it would have."""
         self._send({"refused": {"exit_code": exit_code, "message": str(err), "key": getattr(err, "key", None)}})
@@ -122,6 +126,7 @@ def _preload_native_libraries() -> None:
 
 def main(argv: list[str], parent: int | None = None) -> int:
     """Measure one cell; `parent` is the pid of the zygote when this worker was forked from one."""
+    entered = time.monotonic_ns()  # the walltime clock: the parent's "worker_start" ends here
     limits = [arg for arg in argv if arg.startswith(_LIMIT_FLAG)]
     argv = [arg for arg in argv if not arg.startswith(_LIMIT_FLAG)]
     if len(argv) != 2 or len(limits) > 1:
@@ -136,20 +141,24 @@ def main(argv: list[str], parent: int | None = None) -> int:
         from .resources import limit_address_space
 
         limit_address_space(int(limits[0][len(_LIMIT_FLAG):]))
+    observer = PipeObserver(events)
+    observer.part("worker_imports", entered)
     from .config import RunConfig
     from .errors import BackendUnavailable, UserError
     from .record import write_json
     from .runner import run_cell
+    from .walltime import Timeline
 
     config = RunConfig.from_dict(json.loads(Path(argv[0]).read_text()))
-    observer = PipeObserver(events)
+    timeline = Timeline(sink=observer.part)
     try:
-        record = run_cell(config, observer=observer)
+        record = run_cell(config, observer=observer, timeline=timeline)
     except (UserError, BackendUnavailable) as err:  # refused inside the worker: the parent reports the line
         observer.refused(err, err.exit_code)
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     write_json(record, Path(argv[1]))
+    timeline.mark("worker_exit")
     return 0
 
 

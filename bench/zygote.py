@@ -6,7 +6,7 @@ This process pays it once per sweep, then serves each cell by forking. The
 child is the worker of `bench/worker.py` exactly as a cold one would be (it
 calls the same `main`), only without the imports.
 
-It runs as `python -c <bootstrap> FD CLI_PID` (see `launchers.ZygoteLauncher`)
+It runs as `python -c <bootstrap> FD CLI_PID [MODULE...]` (see `launchers.ZygoteLauncher`)
 and talks to the CLI over a SOCK_SEQPACKET Unix socket, one JSON object per
 message, file descriptors passed with `socket.send_fds`:
 
@@ -73,7 +73,7 @@ def serve(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     _die_with(int(argv[1]))
     try:
-        _preload()
+        _preload(argv[2:])
         broken = _prime_fork() or fork_hazard()
     except Exception as err:  # an import that fails here would fail in a cold worker too: say it, go cold
         broken = f"preloading failed: {type(err).__name__}: {err}"
@@ -91,10 +91,11 @@ def serve(argv: list[str]) -> int:
             _close_all(fds)
 
 
-def _preload() -> None:
+def _preload(extra: list[str]) -> None:
+    """PRELOAD, every workload's declaration, and `extra`: the model modules the command's cells build."""
     import importlib
 
-    for name in PRELOAD:
+    for name in (*PRELOAD, *extra):
         importlib.import_module(name)
     from aigcbench.workloads.registry import WORKLOADS
 

@@ -43,4 +43,4 @@ def test_wheel_contains_every_subpackage_and_module(tmp_path: Path) -> None:
     data = {f"aigcbench/reports/plan/data/{f}" for f in ("hardware.csv", "priors.toml", "README.md")}
     assert not sorted(data - names), "the hardware catalog or the priors are missing from the wheel (package-data)"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "aigcbench = aigcbench.bench.cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "aigcbench = aigcbench.bench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -98,3 +98,13 @@ def test_relative_iqr_and_instability_warning() -> None:
     assert instability_warning(summarize(steady)) is None
     warning = instability_warning(summarize(noisy))
     assert warning is not None and "IQR/median = 1.00" in warning
+
+
+@pytest.mark.parametrize("n", [2, 3, 1000, 100_000])
+def test_the_summary_stdev_agrees_with_the_exact_one(n: int) -> None:
+    import statistics
+
+    rng = random.Random(n)
+    values = sorted(rng.lognormvariate(-7.0, 0.6) for _ in range(n))
+    assert summarize(values).stdev == pytest.approx(statistics.stdev(values), rel=1e-12)
+    assert summarize([0.5]).stdev == 0.0

@@ -83,17 +83,16 @@ def run_command(
     Exit 0 when the record is ok, 1 when it is invalid (fidelity) or failed,
     2 on bad input, 3 when the backend or device is unavailable here.
     """
+    timeline = command_timeline()
     with user_errors():
-        # Before the imports below (torch): a bad limit is refused at once.
+        # Before the imports below: a bad limit is refused at once.
         limit_bytes = _memory_limit(memory_limit, in_process, device)
-        from ...reports.table import result_table, result_notes
+        from ...reports.table import result_notes, result_table
         from .. import limits
         from ..config import RunConfig, parse_pairs
         from ..record import write_json
-        from ..runner import preflight, run_cell
-        from ..isolation import run_isolated
-        from ..store import Store, discard_if_empty
-        from .progress import RichObserver
+        from ..runner import check_config
+        from ..store import Store
 
         values = {
             "workload": workload, "backend": backend, "size": size, "device": device, "precision": precision,
@@ -106,35 +105,27 @@ def run_command(
             "find_max_rate": find_max_rate,
         }
         config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
-        limits.check("timeout", timeout)
-        check_output(json_path, None, "--json")  # before anything is measured
-        preflight(config)
-        # Open the store before measuring: a bad store must not cost a measurement.
-        created = not no_store and not Store.exists(store)
-        opened = None if no_store else Store.open(store)
+        launcher = None if in_process else _spawned(config)
+        opened, created = None, False
         try:
-            with RichObserver() as observer:
-                if in_process:
-                    record = run_cell(config, observer=observer)
-                else:
-                    from ..launchers import ZygoteLauncher
-
-                    launcher = ZygoteLauncher()  # the same start as a sweep cell's; closed before storing
-                    try:
-                        record = run_isolated(
-                            config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes,
-                            launcher=launcher,
-                        )
-                    finally:
-                        launcher.close()
+            limits.check("timeout", timeout)
+            check_output(json_path, None, "--json")  # before anything is measured
+            # What needs torch or a runtime is checked in the worker, before it measures (runner.preflight).
+            check_config(config)
+            # Open the store before measuring: a bad store must not cost a measurement.
+            created = not no_store and not Store.exists(store)
+            opened = None if no_store else Store.open(store)
+            record = _measure(config, launcher, timeout, limit_bytes, timeline)
             if opened is not None:
                 opened.append(record)
         except (UserError, BackendUnavailable):
             if created and opened is not None:  # refused in the worker: leave no store this run made
-                discard_if_empty(opened)
+                _discard_new(opened)
                 opened = None
             raise
         finally:
+            if launcher is not None:
+                launcher.close()
             if opened is not None:
                 opened.close()
         if json_path is not None:
@@ -153,6 +144,60 @@ def run_command(
             typer.echo(record.metadata["traceback"], err=True)
     if record.status != "ok":
         raise typer.Exit(1)
+
+
+def command_timeline():
+    """The command's walltime marks so far: the process's start, and its checks beginning now."""
+    from ..walltime import Timeline, process_start_ns
+
+    timeline = Timeline()
+    started = process_start_ns()
+    if started is not None:
+        timeline.mark("start", started)
+    timeline.mark("check")
+    return timeline
+
+
+def _spawned(config):
+    """The pre-imported worker a sweep cell gets, started now: it imports torch while the CLI checks and opens the store."""
+    from ..launchers import ZygoteLauncher
+
+    launcher = ZygoteLauncher(preload=model_modules([config.workload]))
+    launcher.spawn()
+    return launcher
+
+
+def _measure(config, launcher, timeout: Optional[float], limit_bytes: Optional[int], timeline):
+    """The cell's record, measured in a worker forked from `launcher`'s zygote, or here without one (--in-process)."""
+    from ..isolation import run_isolated, with_wall_time
+    from .progress import RichObserver
+
+    with RichObserver() as observer:
+        if launcher is None:
+            from ..runner import run_cell
+
+            return with_wall_time(run_cell(config, observer=observer, timeline=timeline), timeline)
+        try:
+            return run_isolated(
+                config, timeout_s=timeout, observer=observer, memory_limit_bytes=limit_bytes, launcher=launcher,
+                timeline=timeline,
+            )
+        finally:
+            launcher.close()  # before the store append: the zygote has nothing left to do
+
+
+def model_modules(workloads) -> tuple[str, ...]:
+    """What cells of these workloads import to build their models: the zygote imports it once, before forking."""
+    from ...workloads import registry
+
+    names = dict.fromkeys(workloads)
+    return tuple(dict.fromkeys(m for name in names for m in registry.get(name).model_modules))
+
+
+def _discard_new(opened) -> None:
+    from ..store import discard_if_empty
+
+    discard_if_empty(opened)
 
 
 def _memory_limit(value: Optional[str], in_process: bool, device: str) -> Optional[int]:

@@ -36,67 +36,100 @@ def sweep_command(
     is failed or invalid, 2 for a malformed file (nothing runs), 130 on Ctrl-C
     (finished cells stay stored).
     """
-    with user_errors():
-        from ...reports.sweep_table import sweep_counts, sweep_table
-        from ..config import parse_pairs
-        from ..probes.environment import fingerprint
-        from ..record import write_json
-        from ..store import Store
-        from ..sweep import run_sweep, stored_records, unavailable_cells, verdict
-        from ..sweep_file import load_sweep
-        from .sweep_progress import SweepDisplay
+    from .run_cmd import command_timeline, model_modules
 
-        plan = load_sweep(file, max_cells=max_cells)
-        extra = parse_pairs(label, "--label")
-        if extra:
-            cells = tuple(
-                dataclasses.replace(c, config=dataclasses.replace(c.config, labels={**c.config.labels, **extra}))
-                for c in plan.cells
-            )
-            plan = dataclasses.replace(plan, cells=cells)
+    timeline = command_timeline()
+    with user_errors():
+        from ..launchers import ZygoteLauncher
+        from ..sweep import LocalWorkers
+        from ..sweep_file import load_sweep
+
+        plan = _with_labels(load_sweep(file, max_cells=max_cells), label)
         check_output(json_path, None, "--json")  # before anything is measured
-        skip = _checked(plan, unavailable_cells)
-        console = stdout_console()
-        hardware_key = fingerprint()["hardware_key"]
-        if dry_run:
-            stored = {}
-            if Store.exists(store):
-                with Store.open(store) as opened:
-                    stored = stored_records(opened, hardware_key)
-            _print_plan(console, plan, skip, stored, force, retry_failed)
-            return
-        opened = Store.open(store)
+        launcher = ZygoteLauncher(preload=model_modules(c.config.workload for c in plan.cells))
+        launcher.spawn()  # it imports torch while the cells' names and options are checked here
+        workers = LocalWorkers(launcher, timeline)
         try:
-            console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {hardware_key}, store {opened.url}")
-            display = SweepDisplay(len(plan.cells))
-            try:
-                with display:
-                    results = run_sweep(
-                        plan, opened, hardware_key, display, force=force, retry_failed=retry_failed, skip=skip
-                    )
-            except KeyboardInterrupt:
-                done = display.finished
-                typer.echo(
-                    f"aigcbench: interrupted; {done} of {len(plan.cells)} cells finished and are stored in "
-                    f"{opened.url} (rerun to continue)",
-                    err=True,
-                )
-                raise typer.Exit(130)
+            results = _sweep(plan, workers, store, dry_run, force, retry_failed)
         finally:
-            opened.close()
-        console.print(sweep_table(results, f"sweep {plan.name}"))
-        counts = sweep_counts(results)
-        console.print(
-            f"{counts['ok']} ok, {counts['invalid']} invalid, {counts['failed']} failed, {counts['skipped']} skipped "
-            f"({counts['ran']} measured now, {counts['stored']} already stored)"
-        )
-        records = [r.record for r in results if r.record is not None]
-        if json_path is not None:
-            write_json(records, json_path)
-            console.print(f"{len(records)} records written to {json_path}")
+            workers.close()
+        if results is None:
+            return
+        _summary(results, plan, json_path)
+    from ..sweep import verdict
+
     code = verdict(results)
     if code:
         raise typer.Exit(code)
+
+
+def _with_labels(plan, label: List[str]):
+    from ..config import parse_pairs
+
+    extra = parse_pairs(label, "--label")
+    if not extra:
+        return plan
+    cells = tuple(
+        dataclasses.replace(c, config=dataclasses.replace(c.config, labels={**c.config.labels, **extra}))
+        for c in plan.cells
+    )
+    return dataclasses.replace(plan, cells=cells)
+
+
+def _sweep(plan, workers, store: Optional[str], dry_run: bool, force: bool, retry_failed: bool):
+    """Check every cell (where the cells run), then measure what is not stored; None for --dry-run."""
+    from ..probes.environment import fingerprint
+    from ..store import Store
+    from ..sweep import run_sweep, stored_records, unavailable_cells
+    from .sweep_progress import SweepDisplay
+
+    skip = _checked(plan, lambda p: unavailable_cells(p, workers))
+    console = stdout_console()
+    hardware_key = fingerprint()["hardware_key"]
+    if dry_run:
+        stored = {}
+        if Store.exists(store):
+            with Store.open(store) as opened:
+                stored = stored_records(opened, hardware_key)
+        _print_plan(console, plan, skip, stored, force, retry_failed)
+        return None
+    opened = Store.open(store)
+    try:
+        console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {hardware_key}, store {opened.url}")
+        display = SweepDisplay(len(plan.cells))
+        try:
+            with display:
+                return run_sweep(
+                    plan, opened, hardware_key, display, force=force, retry_failed=retry_failed, skip=skip,
+                    executor=workers,
+                )
+        except KeyboardInterrupt:
+            done = display.finished
+            typer.echo(
+                f"aigcbench: interrupted; {done} of {len(plan.cells)} cells finished and are stored in "
+                f"{opened.url} (rerun to continue)",
+                err=True,
+            )
+            raise typer.Exit(130)
+    finally:
+        opened.close()
+
+
+def _summary(results, plan, json_path: Optional[Path]) -> None:
+    from ...reports.sweep_table import sweep_counts, sweep_table
+    from ..record import write_json
+
+    console = stdout_console()
+    console.print(sweep_table(results, f"sweep {plan.name}"))
+    counts = sweep_counts(results)
+    console.print(
+        f"{counts['ok']} ok, {counts['invalid']} invalid, {counts['failed']} failed, {counts['skipped']} skipped "
+        f"({counts['ran']} measured now, {counts['stored']} already stored)"
+    )
+    records = [r.record for r in results if r.record is not None]
+    if json_path is not None:
+        write_json(records, json_path)
+        console.print(f"{len(records)} records written to {json_path}")
 
 
 def _checked(plan, unavailable_cells) -> dict[int, str]:
