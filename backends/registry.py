@@ -30,7 +30,7 @@ BUILTIN: dict[str, str] = {
     "null": "aigcbench.backends.null:NullBackend",
 }
 
-# What the harness reads from a backend before anything runs (runner.preflight, the listing).
+# What the harness reads from a backend before anything runs (cell_check.check_config and preflight, the listing).
 _PROTOCOL = ("name", "description", "precisions", "options", "available", "check", "check_options", "prepare")
 
 

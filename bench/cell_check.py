@@ -1,10 +1,14 @@
-"""Check every cell of a sweep where the cells run, before any of them is measured.
+"""What is refused before a cell is measured, and where each check runs.
 
-The CLI checks what it can without torch (`runner.check_config`); what needs
-the runtimes — is the backend installed, is the device there, does the batch
-fit, do the weights match — runs here, in one process started like a cell's
-worker (forked from the pre-imported zygote, or a fresh interpreter), so a
-runtime's import never reaches the CLI or the zygote the cells fork from.
+* `check_config`, in the CLI: what the registries' declarations tell without
+  importing torch or a runtime (names, sizes, steps, options, precisions).
+* `preflight`, where the cell runs (its worker calls it first): what needs the
+  runtimes — is the backend installed, is the device there, does the batch
+  fit, do the weights match the model.
+* `main`, for a sweep: `preflight` of every cell in one process started like a
+  cell's worker (forked from the pre-imported zygote, or a fresh
+  interpreter), before any cell starts, so a runtime's import never reaches
+  the CLI or the zygote the cells fork from.
 
 `main CONFIGS.json RESULTS.json` reads a JSON list of configs and writes one
 result per config: `{"exit_code": 0}`, or the refusal as the CLI would have
@@ -18,7 +22,69 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..backends import onnx_export
+from ..backends import registry as backend_registry
+from ..backends.base import check_declared
+from ..workloads import registry as workload_registry
+from .errors import BackendUnavailable, UserError
+from .resources import check_fits
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from .config import RunConfig
+
+
+def check_config(config: "RunConfig") -> "Backend":
+    """Refuse what the CLI can see is wrong without importing torch or a runtime; return the backend.
+
+    Names, sizes, steps and schedulers, option names and values, the declared
+    precisions: all known from the registries' declarations. What needs a
+    runtime (is it installed, is the device there, does the batch fit, do the
+    weights match the model) is `preflight`'s, run where the cell runs.
+    """
+    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+    if config.weights is not None:
+        _check_folder(config.weights)
+    backend = backend_registry.get(config.backend)
+    unknown = sorted(set(config.options) - set(backend.options))
+    if unknown:
+        known = ", ".join(sorted(backend.options)) or "none"
+        raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
+    backend.check_options(config.options)
+    if backend.input_format == "onnx":
+        onnx_export.check_exporter(config.options)
+    check_declared(backend, config.precision)
+    return backend
+
+
+def _check_folder(weights: str) -> None:
+    """A `--weights` value names a folder that is there (its contents are `preflight`'s to check)."""
+    from ..workloads.weights import require_folder
+
+    if not str(weights):
+        raise UserError("--weights must name a folder, got ''")
+    require_folder(Path(weights))
+
+
+def preflight(config: "RunConfig") -> "Backend":
+    """`check_config`, then everything that needs the runtimes, before anything is built; return the backend.
+
+    It runs in the cell's worker (or, for a whole sweep, in one process forked
+    from the pre-imported zygote before any cell starts): the CLI never imports
+    torch. A refusal here still ends the command with exit 2 or 3 and nothing stored.
+    """
+    backend = check_config(config)
+    why = backend.available()
+    if why is not None:
+        raise BackendUnavailable(f"backend {config.backend} is unavailable: {why}")
+    backend.check(config.device, config.precision)
+    if config.weights is not None:  # a weights folder's architecture is its own, not the preset's
+        workload_registry.check(config.workload, config.size, weights=config.weights)
+    else:
+        check_fits(config.workload, config.size, config.effective_batch_size, config.precision, config.device)
+    return backend
 
 
 def main(argv: list[str], parent: int | None = None) -> int:
@@ -35,10 +101,7 @@ def main(argv: list[str], parent: int | None = None) -> int:
 
 
 def check_one(config: Any) -> dict[str, Any]:
-    """`runner.preflight` of one config, as data."""
-    from .errors import BackendUnavailable, UserError
-    from .runner import preflight
-
+    """`preflight` of one config, as data."""
     try:
         preflight(config)
     except (UserError, BackendUnavailable) as err:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from ..backends import registry as backend_registry
 from ..backends import onnx_export
-from ..backends.base import Backend, PrepareContext, Session, check_declared
+from ..backends.base import Backend, PrepareContext, Session
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
 from ..workloads.flops import flops_per_item, param_count
@@ -37,7 +37,7 @@ from .clock import Clock, perf_clock
 from .config import RunConfig
 from .device_timer import device_timer_for
 from .errors import BackendUnavailable, UserError
-from .resources import check_fits
+from .cell_check import preflight
 from .fidelity import FIDELITY_BATCH, FIDELITY_SEED_OFFSET, gate
 from .derive import derive, failed
 from .measure import warm_up
@@ -157,57 +157,6 @@ def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) 
     }
     cell = Cell(config, backend.name, backend.version(), backend.computes_model, workload, config.effective_batch_size)
     return derive(cell, failed(reason), fingerprint(), git_commit(), metadata)
-
-
-def check_config(config: RunConfig) -> Backend:
-    """Refuse what the CLI can see is wrong without importing torch or a runtime; return the backend.
-
-    Names, sizes, steps and schedulers, option names and values, the declared
-    precisions: all known from the registries' declarations. What needs a
-    runtime (is it installed, is the device there, does the batch fit, do the
-    weights match the model) is `preflight`'s, run where the cell runs.
-    """
-    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
-    if config.weights is not None:
-        _check_folder(config.weights)
-    backend = backend_registry.get(config.backend)
-    unknown = sorted(set(config.options) - set(backend.options))
-    if unknown:
-        known = ", ".join(sorted(backend.options)) or "none"
-        raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
-    backend.check_options(config.options)
-    if backend.input_format == "onnx":
-        onnx_export.check_exporter(config.options)
-    check_declared(backend, config.precision)
-    return backend
-
-
-def _check_folder(weights: str) -> None:
-    """A `--weights` value names a folder that is there (its contents are `preflight`'s to check)."""
-    from ..workloads.weights import require_folder
-
-    if not str(weights):
-        raise UserError("--weights must name a folder, got ''")
-    require_folder(Path(weights))
-
-
-def preflight(config: RunConfig) -> Backend:
-    """`check_config`, then everything that needs the runtimes, before anything is built; return the backend.
-
-    It runs in the cell's worker (or, for a whole sweep, in one process forked
-    from the pre-imported zygote before any cell starts): the CLI never imports
-    torch. A refusal here still ends the command with exit 2 or 3 and nothing stored.
-    """
-    backend = check_config(config)
-    why = backend.available()
-    if why is not None:
-        raise BackendUnavailable(f"backend {config.backend} is unavailable: {why}")
-    backend.check(config.device, config.precision)
-    if config.weights is not None:  # a weights folder's architecture is its own, not the preset's
-        workload_registry.check(config.workload, config.size, weights=config.weights)
-    else:
-        check_fits(config.workload, config.size, config.effective_batch_size, config.precision, config.device)
-    return backend
 
 
 def _prepare_cell(

@@ -24,7 +24,8 @@ from .isolation import check_cells, run_isolated
 from .launchers import Launcher, ZygoteLauncher
 from .record import Record
 from .resources import check_memory_limit
-from .runner import RunObserver, check_config
+from .cell_check import check_config
+from .runner import RunObserver
 from .store import Store
 from .sweep_file import SweepCell, SweepPlan
 from .walltime import Timeline

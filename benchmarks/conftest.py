@@ -1,4 +1,4 @@
-"""Collects the parity results and the harness overhead of a `make bench` run; prints them at the end.
+"""Collects a `make bench` run's parity results, harness overhead and issue 11's figures; prints them at the end.
 
 The table goes through pytest's terminal summary, so it shows without `-s`
 (pytest captures the tests' own output) and in one piece, whatever order the
@@ -14,17 +14,28 @@ from parity_table import Skipped, format_table
 
 PARITY_ROWS = pytest.StashKey["list[Parity | Skipped]"]()
 OVERHEAD_LINES = pytest.StashKey["list[str]"]()
+STARTUP_LINES = pytest.StashKey["dict[str, list[str]]"]()
+STARTUP_TITLE = "start-up and overhead (issue 11): targets and references, this run"
+# The modules' lines print in the issue's order (cell cost, the CLI, the per-call overhead), whatever order they ran in.
+STARTUP_ORDER = ("test_cell_start", "test_cli_start", "test_null_overhead")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[PARITY_ROWS] = []
     config.stash[OVERHEAD_LINES] = []
+    config.stash[STARTUP_LINES] = {}
 
 
 @pytest.fixture
 def overhead_lines(request: pytest.FixtureRequest) -> list[str]:
     """Lines for the end-of-run section on the harness's own per-call overhead."""
     return request.config.stash[OVERHEAD_LINES]
+
+
+@pytest.fixture
+def startup_lines(request: pytest.FixtureRequest) -> list[str]:
+    """Lines for the one section that gathers issue 11's four figures, each with its target and references."""
+    return request.config.stash[STARTUP_LINES].setdefault(request.module.__name__.rpartition(".")[2], [])
 
 
 @pytest.fixture
@@ -39,6 +50,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         terminalreporter.write_sep("=", "aigcbench's own cost: the harness (null backend) and the readers")
         for line in overhead:
             terminalreporter.write_line(line)
+    startup = config.stash.get(STARTUP_LINES, {})
+    if any(startup.values()):
+        terminalreporter.write_sep("=", STARTUP_TITLE)
+        rank = {name: i for i, name in enumerate(STARTUP_ORDER)}
+        for module in sorted(startup, key=lambda name: rank.get(name, len(rank))):
+            for line in startup[module]:
+                terminalreporter.write_line(line)
     rows = config.stash.get(PARITY_ROWS, [])
     if not rows:
         return

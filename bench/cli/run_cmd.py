@@ -91,7 +91,7 @@ def run_command(
         from .. import limits
         from ..config import RunConfig, parse_pairs
         from ..record import write_json
-        from ..runner import check_config
+        from ..cell_check import check_config
         from ..store import Store
 
         values = {
@@ -110,7 +110,7 @@ def run_command(
         try:
             limits.check("timeout", timeout)
             check_output(json_path, None, "--json")  # before anything is measured
-            # What needs torch or a runtime is checked in the worker, before it measures (runner.preflight).
+            # What needs torch or a runtime is checked in the worker, before it measures (cell_check.preflight).
             check_config(config)
             # Open the store before measuring: a bad store must not cost a measurement.
             created = not no_store and not Store.exists(store)
