@@ -10,6 +10,17 @@ cost is a few percent (at a millisecond it is ~30 %), short enough that a
 search takes under a minute. The SLO is 20 median calls: a real queue, near
 enough to saturation that p99 is steep in the rate. Slow (`make test-all`).
 
+The cell runs one intra-op thread (`--option threads=1`). With torch's
+default of one per core, the open-loop server pays for what the closed loop
+never sees: between queries the pool's threads go to sleep and each call
+wakes them, and on a 2-core machine the server's arrival thread competes with
+them for a core. That slows its batches by 10–35 % here (its record's
+`service_p50_s` against the latency record's p50), a fact of serving this
+configuration that the planner measures and applies (`open_loop_factor`, from
+a `server` record beside its closed-loop twin; tests/test_plan_cli.py). This
+test is about the simulation, so it measures a configuration without it: with
+one thread, five pairs on this VM came out 0.93–1.17×; with the default, up to 1.5×.
+
 This machine drifts 10–30 % between runs and even between seconds of one run
 (a DCGAN call has been seen at 3.4 ms and 6.3 ms in one process within ten
 seconds), and capacity near saturation moves at least as much as the service
@@ -33,7 +44,7 @@ from aigcbench.reports.plan import queueing
 
 from .test_cli import cli
 
-CELL = ["run", "--workload", "dcgan", "--size", "base", "--backend", "pytorch", "--no-store"]
+CELL = ["run", "--workload", "dcgan", "--size", "base", "--backend", "pytorch", "--option", "threads=1", "--no-store"]
 SLO_IN_MEDIANS = 20
 DRIFT = 0.15
 PAIRS, ATTEMPTS = 3, 5
@@ -72,4 +83,7 @@ def test_simulated_capacity_matches_the_server_scenario_within_20_percent(tmp_pa
             break
     assert len(ratios) == PAIRS, f"the machine drifted over {DRIFT:.0%} around too many server searches: {seen}"
     mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    # `pytest -m slow tests/test_plan_capacity.py -rP` shows it: the README quotes these.
+    print(f"pairs (simulated, measured items/s, drift): {seen}; ratios {[round(r, 2) for r in ratios]}, "
+          f"geometric mean {mean:.2f}")
     assert abs(mean - 1) <= 0.20, (f"simulated/measured {mean:.2f} (geometric mean), SLO {slo:.4f} s", seen)
