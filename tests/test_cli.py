@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from aigcbench.workloads.registry import names as workload_names
 from typer.testing import CliRunner
 
 from aigcbench.bench.cli import app
@@ -144,7 +146,7 @@ def test_steps_on_a_non_iterative_workload_is_a_recorded_warning(tmp_path: Path)
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-w", "nope", "-b", "pytorch"], "unknown workload 'nope'; choose from: dcgan, ddpm, vae"),
+        (["-w", "nope", "-b", "pytorch"], f"unknown workload 'nope'; choose from: {', '.join(workload_names())}"),
         (["-w", "dcgan", "-b", "nope"], "unknown backend 'nope'"),
         (["-w", "dcgan", "-b", "pytorch", "--batch-size", "0"], "--batch-size must be from 1 to 65536, got 0"),
         (["-w", "dcgan", "-b", "pytorch", "--precision", "fp64"], "--precision 'fp64'"),

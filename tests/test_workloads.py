@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from aigcbench.bench.errors import UserError
 from aigcbench.workloads import flops, registry
 from aigcbench.workloads.base import SIZES, Batch, Workload
+from aigcbench.workloads.dit import TINY_VAE
+from aigcbench.workloads.vae_model import build_random_vae
 
 NAMES = registry.names()
 # Steps for iterative workloads in the contract tests: enough to exercise
@@ -191,7 +194,8 @@ class TestWorkloadContract:
 
 
 def test_unknown_workload_lists_the_choices() -> None:
-    with pytest.raises(UserError, match=r"^unknown workload 'x'; choose from: dcgan, ddpm, vae$"):
+    assert {"dcgan", "ddpm", "dit", "vae"} <= set(NAMES)
+    with pytest.raises(UserError, match=rf"^unknown workload 'x'; choose from: {re.escape(', '.join(NAMES))}$"):
         registry.get("x")
 
 
@@ -255,6 +259,24 @@ def test_vae_base_decodes_real_numbers() -> None:
     assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all() and out.std() > 1e-2
 
 
+# DiT-XL/2 with the SD VAE decoder: the original code's 675,129,632 parameters less its frozen 256-token
+# position table (a buffer in diffusers), and the paper's Gflops (multiply-adds per transformer row: 118.6 at
+# 256 px, 524.6 at 512 px), here ×2 FLOPs per multiply-add and ×2 rows for classifier-free guidance.
+@pytest.mark.parametrize(("size", "side", "paper_gmacs"), [("base", 256, 118.6), ("large", 512, 524.6)])
+def test_dit_base_and_large_are_dit_xl_2_with_the_sd_decoder(size: str, side: int, paper_gmacs: float) -> None:
+    with torch.device("meta"):  # 724 M parameters: shapes only, nothing allocated or initialised
+        workload = registry.build("dit", size, steps=1)
+    params = {name: sum(p.numel() for p in module.parameters()) for name, module in workload.components().items()}
+    assert params == {"denoiser": 675_129_632 - 256 * 1152, "decoder": 49_490_199}
+    assert flops.param_count(workload) == 724_324_919
+    latents, timestep, labels = workload.example_inputs("denoiser", 1)
+    assert latents.shape == (1, 4, side // 8, side // 8) and timestep.dtype == labels.dtype == torch.int64
+    assert meta_output_shape(workload, "denoiser") == latents.shape
+    assert meta_output_shape(workload, "decoder") == (1, 3, side, side)
+    gmacs_per_row = flops.count_flops(workload, "denoiser") / 2 / 2 / 1e9
+    assert abs(gmacs_per_row - paper_gmacs) / paper_gmacs < 1e-3
+
+
 # --- diffusion pipeline -----------------------------------------------------
 
 
@@ -303,6 +325,56 @@ def test_ddpm_fidelity_adds_one_denoiser_step() -> None:
 def test_ddpm_denoiser_takes_an_int64_timestep_per_item() -> None:
     sample, timestep = tiny("ddpm").example_inputs("denoiser", 3)
     assert timestep.dtype == torch.int64 and timestep.shape == (3,)
+
+
+# --- DiT: class-conditional sampling with guidance ---------------------------
+
+
+def test_dit_guidance_runs_the_transformer_on_cond_and_null_rows() -> None:
+    workload = tiny("dit")
+    transformer = workload.denoiser.transformer
+    seen = []
+    hook = transformer.register_forward_hook(lambda module, args, kwargs, out: seen.append(kwargs), with_kwargs=True)
+    latents, timestep, labels = workload.example_inputs("denoiser", 3)
+    try:
+        with torch.inference_mode():
+            guided = workload.denoiser(latents, timestep, labels)
+    finally:
+        hook.remove()
+    (call,) = seen
+    assert torch.equal(call["class_labels"], torch.cat([labels, torch.full_like(labels, 1000)]))
+    assert torch.equal(call["timestep"], torch.cat([timestep, timestep]))
+    # DiTPipeline's mix, on the noise half of the 8 output channels (the rest is the learned sigma).
+    with torch.inference_mode():
+        out = transformer(torch.cat([latents, latents]), timestep=call["timestep"], class_labels=call["class_labels"],
+                          return_dict=False)[0]
+    assert out.shape[1] == 8
+    cond, uncond = out[:3, :4], out[3:, :4]
+    assert torch.allclose(guided, uncond + 4.0 * (cond - uncond), atol=1e-5)
+
+
+def test_dit_labels_are_seeded_class_ids_and_change_the_image() -> None:
+    workload = tiny("dit")
+    latents, labels = workload.make_batch(4, seed=0).inputs
+    assert torch.equal(labels, labels.round()) and ((labels >= 0) & (labels < 1000)).all()
+    other = Batch((latents, (labels + 1) % 1000), seed=0, size=4)
+    assert not torch.equal(run_eager(workload, workload.make_batch(4, seed=0)), run_eager(workload, other))
+
+
+def test_dit_schedulers_differ_and_only_ddpm_draws_noise_from_the_batch_seed() -> None:
+    ddim, ddpm = (registry.build("dit", "tiny", steps=2, scheduler=s) for s in ("ddim", "ddpm"))
+    assert registry.build("dit", "tiny").calls_per_batch() == {"denoiser": 50, "decoder": 1}
+    inputs = ddim.make_batch(1, seed=0).inputs
+    seed0, seed1 = Batch(inputs, seed=0, size=1), Batch(inputs, seed=1, size=1)
+    assert torch.equal(run_eager(ddim, seed0), run_eager(ddim, seed1))
+    assert not torch.equal(run_eager(ddpm, seed0), run_eager(ddpm, seed1))
+    assert not torch.equal(run_eager(ddim, seed0), run_eager(ddpm, seed0))
+
+
+def test_dit_shares_one_embedder_over_its_blocks() -> None:
+    blocks = tiny("dit").denoiser.transformer.transformer_blocks
+    first, second = (dict(b.norm1.emb.named_parameters()) for b in blocks)
+    assert first and all(first[name] is second[name] for name in first)
 
 
 # --- FLOP cache -------------------------------------------------------------
@@ -384,3 +456,41 @@ def test_a_folder_that_is_not_a_model_is_a_one_line_user_error(tmp_path: Path) -
         registry.build("ddpm", "tiny", weights=tmp_path)
     assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
 
+
+
+def save_dit_pipeline(folder: Path, seed: int, class_name: str = "DiTTransformer2DModel") -> Workload:
+    """A tiny DiT pipeline folder as DiTPipeline.save_pretrained lays it out; `class_name` as its config says."""
+    source = registry.build("dit", "tiny", seed=seed, steps=2)
+    # safetensors refuses tensors shared between names (the tied embedders): torch's format keeps them.
+    source.denoiser.transformer.save_pretrained(folder / "transformer", safe_serialization=False)
+    vae = build_random_vae(TINY_VAE, seed)
+    vae.decoder.load_state_dict(source.decoder.decoder.state_dict())
+    vae.post_quant_conv.load_state_dict(source.decoder.post_quant_conv.state_dict())
+    vae.save_pretrained(folder / "vae")
+    config_file = folder / "transformer" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "_class_name": class_name}))
+    return source
+
+
+# facebook/DiT-XL-2-256's folder names the class diffusers had before its DiT split: it must load the same.
+@pytest.mark.parametrize("class_name", ["DiTTransformer2DModel", "Transformer2DModel"])
+def test_dit_loads_a_pipeline_folder(tmp_path: Path, class_name: str) -> None:
+    source = save_dit_pipeline(tmp_path, seed=5, class_name=class_name)
+    registry.check("dit", "tiny", weights=tmp_path)
+    loaded = registry.build("dit", "tiny", steps=2, weights=tmp_path)
+    assert flops.param_count(loaded) == flops.param_count(source)  # equal embedder copies are tied again
+    batch = source.make_batch(1, 0)
+    assert torch.allclose(run_eager(loaded, batch), run_eager(source, batch), atol=1e-5)
+    assert loaded.config()["weights"] == str(tmp_path) and len(loaded.config()["weights_sha256"]) == 64
+
+
+def test_dit_refuses_a_folder_that_is_not_a_dit_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "vae").mkdir()
+    with pytest.raises(UserError, match=r"has no transformer/ subfolder; dit loads a diffusers DiT pipeline") as error:
+        registry.check("dit", "tiny", weights=tmp_path)
+    assert "\n" not in str(error.value)
+    # Two models that load, but not into one pipeline: the VAE decodes other latents than the DiT makes.
+    save_dit_pipeline(tmp_path, seed=1)
+    build_random_vae({**TINY_VAE, "latent_channels": 8}, seed=1).save_pretrained(tmp_path / "vae")
+    with pytest.raises(UserError, match="the VAE decodes 8-channel latents, the transformer .* makes 4"):
+        registry.check("dit", "tiny", weights=tmp_path)

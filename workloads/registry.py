@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 WORKLOADS: dict[str, str] = {
     "dcgan": "aigcbench.workloads.gan:DCGAN",
     "ddpm": "aigcbench.workloads.diffusion:DDPM",
+    "dit": "aigcbench.workloads.dit:DiT",
     "vae": "aigcbench.workloads.vae:VAEDecoder",
 }
 
