@@ -102,5 +102,11 @@ def parts_of(marks: Iterable[tuple[str, int]], end_ns: int) -> dict[str, float]:
     return {part: round(seconds[part], 6) for part in PARTS if part in seconds}
 
 
-def total(parts: Mapping[str, float]) -> float:
-    return sum(parts.values())
+def command_timeline() -> Timeline:
+    """A command's marks so far: the process's start, and its checks beginning now (its first line)."""
+    timeline = Timeline()
+    started = process_start_ns()
+    if started is not None:
+        timeline.mark("start", started)
+    timeline.mark("check")
+    return timeline

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from ..bench.errors import UserError
 from ..bench.plugins import load
@@ -87,6 +87,12 @@ def _checked(workload_class: type[Workload], size: str, folder: Path, resolved: 
     # Only a folder that passed is cached (a raising call is not); `resolved` and `signature` key it on
     # where it is and what it holds, `folder` keeps messages in the user's own spelling.
     workload_class.check_weights(size, folder)
+
+
+def model_modules(workloads: Iterable[str]) -> tuple[str, ...]:
+    """What cells of these workloads import to build their models, each once: the zygote preloads it."""
+    names = dict.fromkeys(workloads)
+    return tuple(dict.fromkeys(module for name in names for module in get(name).model_modules))
 
 
 def build(

@@ -83,6 +83,8 @@ def run_command(
     Exit 0 when the record is ok, 1 when it is invalid (fidelity) or failed,
     2 on bad input, 3 when the backend or device is unavailable here.
     """
+    from ..walltime import command_timeline
+
     timeline = command_timeline()
     with user_errors():
         # Before the imports below: a bad limit is refused at once.
@@ -146,20 +148,9 @@ def run_command(
         raise typer.Exit(1)
 
 
-def command_timeline():
-    """The command's walltime marks so far: the process's start, and its checks beginning now."""
-    from ..walltime import Timeline, process_start_ns
-
-    timeline = Timeline()
-    started = process_start_ns()
-    if started is not None:
-        timeline.mark("start", started)
-    timeline.mark("check")
-    return timeline
-
-
 def _spawned(config):
     """The pre-imported worker a sweep cell gets, started now: it imports torch while the CLI checks and opens the store."""
+    from ...workloads.registry import model_modules
     from ..launchers import ZygoteLauncher
 
     launcher = ZygoteLauncher(preload=model_modules([config.workload]))
@@ -184,14 +175,6 @@ def _measure(config, launcher, timeout: Optional[float], limit_bytes: Optional[i
             )
         finally:
             launcher.close()  # before the store append: the zygote has nothing left to do
-
-
-def model_modules(workloads) -> tuple[str, ...]:
-    """What cells of these workloads import to build their models: the zygote imports it once, before forking."""
-    from ...workloads import registry
-
-    names = dict.fromkeys(workloads)
-    return tuple(dict.fromkeys(m for name in names for m in registry.get(name).model_modules))
 
 
 def _discard_new(opened) -> None:

@@ -36,7 +36,8 @@ def sweep_command(
     is failed or invalid, 2 for a malformed file (nothing runs), 130 on Ctrl-C
     (finished cells stay stored).
     """
-    from .run_cmd import command_timeline, model_modules
+    from ...workloads.registry import model_modules
+    from ..walltime import command_timeline
 
     timeline = command_timeline()
     with user_errors():
