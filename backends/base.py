@@ -44,6 +44,8 @@ class PrepareContext:
     scenario: str = "latency"
     batch_size: int = 1
     identity: Mapping[str, Any] = field(default_factory=dict)
+    # "train": the module is a training loss; keep it in train mode with autograd on (backends that `trains`).
+    mode: str = "infer"
 
 
 class Session(Protocol):
@@ -82,6 +84,10 @@ class Backend(abc.ABC):
     # False for a backend whose outputs are not the model's (the null backend):
     # the fidelity gate is then skipped, and the record says why.
     computes_model: ClassVar[bool] = True
+    # True for a backend that can run a training step (`--mode train`): its sessions keep autograd on,
+    # so the workload's loss can be backpropagated and its optimizer stepped. Inference-only runtimes
+    # (an ONNX graph, an engine) are refused in train mode with why.
+    trains: ClassVar[bool] = False
 
     @abc.abstractmethod
     def available(self) -> str | None:

@@ -4,7 +4,9 @@ Every ONNX-consuming backend (ONNX Runtime, OpenVINO, TensorRT) runs the *same*
 graph file, so differences between them are the runtimes', not the exports'.
 
 - Exporter: `torch.onnx.export(..., dynamo=True)` at opset 18 with a dynamic
-  batch dimension (`Dim("batch")`); where it fails, the legacy TorchScript
+  batch dimension (`Dim.DYNAMIC`: the exporter may narrow its range where a
+  model branches on the batch, as diffusers' upsampler does at 64 rows for
+  memory layout only, but never fixes it); where it fails, the legacy TorchScript
   exporter is tried and the reason is recorded (`fallback_reason`).
 - Cache key: the component's identity (workload, size, a digest of its config,
   which holds the seed or the weights' sha256), torch version, exporter, opset.
@@ -64,10 +66,15 @@ class OnnxGraph:
         }
 
 
+# Bumped when an export of the same identity would differ: 2 = the batch exported as Dim.DYNAMIC.
+EXPORT_REVISION = 2
+
+
 def cache_key(identity: Mapping[str, Any], exporter: str, opset: int) -> str:
     import torch
 
-    material = {"identity": dict(identity), "torch": torch.__version__, "exporter": exporter, "opset": opset}
+    material = {"identity": dict(identity), "torch": torch.__version__, "exporter": exporter, "opset": opset,
+                "revision": EXPORT_REVISION}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -135,8 +142,9 @@ def _dynamo_export(module: "torch.nn.Module", example_inputs: tuple, path: Path,
     import torch
     from torch.export import Dim
 
-    batch = Dim("batch", min=1, max=4096)
-    shapes = tuple({0: batch} for _ in example_inputs)
+    # DYNAMIC, not Dim("batch", max=…): a named range is a promise the exporter refuses to narrow, and
+    # torch.onnx then exports a graph with the example's batch baked in, with no error.
+    shapes = tuple({0: Dim.DYNAMIC} for _ in example_inputs)
     with _quiet():
         torch.onnx.export(
             module, example_inputs, str(path), dynamo=True, opset_version=opset, dynamic_shapes=shapes,

@@ -18,19 +18,26 @@ if TYPE_CHECKING:
 
 
 class TorchSession:
-    """A module on its device, called with inputs cast to its dtype."""
+    """A module on its device, called with inputs cast to its dtype.
 
-    def __init__(self, module: "torch.nn.Module", device: "torch.device", dtype: "torch.dtype", info: dict[str, Any]):
+    For a training loss (`train`), autograd stays on, so the caller can backpropagate the output.
+    """
+
+    def __init__(
+        self, module: "torch.nn.Module", device: "torch.device", dtype: "torch.dtype", info: dict[str, Any],
+        *, train: bool = False,
+    ):
         self.module = module
         self.device = device
         self.dtype = dtype
         self.info = info
+        self.train = train
 
     def __call__(self, *inputs: "torch.Tensor") -> "torch.Tensor":
         import torch
 
         cast = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in inputs)
-        with torch.inference_mode():
+        with torch.inference_mode(not self.train):
             out = self.module(*cast)
         return out.float()
 
@@ -50,6 +57,7 @@ class PyTorchBackend(Backend):
     name = "pytorch"
     description = "eager PyTorch (torch.inference_mode), the fidelity reference"
     precisions = ("fp32", "fp16", "bf16")
+    trains = True
     distributions = ("torch",)
     options = {
         "threads": "intra-op CPU threads (torch.set_num_threads); default: torch's choice",
@@ -83,7 +91,8 @@ class PyTorchBackend(Backend):
         if "threads" in options:
             torch.set_num_threads(positive_int(options, "threads"))
         channels_last = boolean(options, "channels_last")
-        module = module.eval().to(device=torch_device, dtype=dtype)
+        train = context.mode == "train"
+        module = module.train(train).to(device=torch_device, dtype=dtype)
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         info = {
@@ -95,4 +104,4 @@ class PyTorchBackend(Backend):
         if torch_device.type == "cuda":
             info["cudnn_version"] = torch.backends.cudnn.version()
             info["device_name"] = torch.cuda.get_device_name(torch_device)
-        return TorchSession(module, torch_device, dtype, info)
+        return TorchSession(module, torch_device, dtype, info, train=train)

@@ -73,14 +73,16 @@ class CompiledSession(TorchSession):
 
     def __init__(
         self, module: "torch.nn.Module", device: "torch.device", dtype: "torch.dtype", info: dict[str, Any],
-        *, copy_outputs: bool,
+        *, copy_outputs: bool, train: bool = False,
     ) -> None:
-        super().__init__(module, device, dtype, info)
+        super().__init__(module, device, dtype, info, train=train)
         self.copy_outputs = copy_outputs
 
     def __call__(self, *inputs: "torch.Tensor") -> "torch.Tensor":
         import torch
 
+        if self.train:  # a training loss: autograd on, inputs as they come (fp32 only)
+            return self.module(*inputs)
         with torch.inference_mode():
             out = self.module(*(_inference_tensor(t, self.dtype) for t in inputs))
             if self.copy_outputs:
@@ -129,6 +131,7 @@ class TorchCompileBackend(Backend):
     name = "torch-compile"
     description = "torch.compile (inductor): fused kernels; compile time is cold start"
     precisions = ("fp32", "fp16", "bf16")
+    trains = True
     distributions = ("torch",)
     options = {
         "mode": f"torch.compile mode: {', '.join(MODES)} (default: default)",
@@ -185,13 +188,14 @@ class TorchCompileBackend(Backend):
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
         inductor_cache = use_inductor_cache()
-        module = module.eval().to(device=torch_device, dtype=dtype)
+        train = context.mode == "train"
+        module = module.train(train).to(device=torch_device, dtype=dtype)
         compiled = torch.compile(
             module, backend="inductor", mode=settings.mode, fullgraph=settings.fullgraph, dynamic=settings.dynamic
         )
         cuda_graphs = torch_device.type == "cuda" and settings.mode in CUDA_GRAPH_MODES
         info = _info(settings, precision, inductor_cache, cuda_graphs)
-        session = CompiledSession(compiled, torch_device, dtype, info, copy_outputs=cuda_graphs)
+        session = CompiledSession(compiled, torch_device, dtype, info, copy_outputs=cuda_graphs, train=train)
         session(*(t.to(torch_device) for t in example_inputs))
         session.synchronize()
         return session

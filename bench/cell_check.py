@@ -44,19 +44,40 @@ def check_config(config: "RunConfig") -> "Backend":
     runtime (is it installed, is the device there, does the batch fit, do the
     weights match the model) is `preflight`'s, run where the cell runs.
     """
-    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+    workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler,
+                            mode=config.mode)
     if config.weights is not None:
         _check_folder(config.weights)
     backend = backend_registry.get(config.backend)
+    if config.mode == "train":
+        _check_trains(backend, config)
     unknown = sorted(set(config.options) - set(backend.options))
     if unknown:
         known = ", ".join(sorted(backend.options)) or "none"
         raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
     backend.check_options(config.options)
     if backend.input_format == "onnx":
+        refusal = workload_registry.get(config.workload).graph_refusal
+        if refusal is not None:
+            raise UserError(f"backend {backend.name} runs the shared ONNX graph, and {config.workload} cannot "
+                            f"be exported to it: {refusal}", key="backend")
         onnx_export.check_exporter(config.options)
     check_declared(backend, config.precision)
     return backend
+
+
+def _check_trains(backend: "Backend", config: "RunConfig") -> None:
+    """--mode train needs a backend that runs autograd and an optimizer, and fp32 (no mixed-precision training yet)."""
+    if not backend.trains:
+        trains = ", ".join(n for n in backend_registry.names() if backend_registry.get(n).trains)
+        raise UserError(f"--mode train: backend {backend.name} runs inference only (no autograd or optimizer "
+                        f"step); backends that train: {trains}", key="mode")
+    if config.precision != "fp32":
+        raise UserError(f"--mode train runs fp32 (mixed-precision training is not built yet); got --precision "
+                        f"{config.precision}", key="precision")
+    if config.scenario == "server":
+        raise UserError("--mode train measures optimizer steps over batches; --scenario server serves "
+                        "queries: use latency or throughput", key="scenario")
 
 
 def _check_folder(weights: str) -> None:

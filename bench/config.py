@@ -19,6 +19,7 @@ from ..backends import registry as backend_registry
 from ..backends.base import PRECISIONS
 from ..workloads import registry as workload_registry
 from ..workloads.base import SIZES
+from ..workloads.params import DEFAULT_MODE, MODES, PARAMS
 from . import limits, scenarios
 from .errors import UserError
 from .quantities import parse_duration, parse_rate
@@ -59,11 +60,19 @@ class RunConfig:
     options: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     server: ServerSettings | None = None  # the server scenario's load; None for the closed loops
+    mode: str = DEFAULT_MODE  # infer, or train: one optimizer step per call (workloads/params.py)
+    params: Mapping[str, Any] = field(default_factory=dict)  # workload parameters given (guidance, new_tokens, ...)
 
     def __post_init__(self) -> None:
         # Freeze the mappings too: a frozen dataclass holding a dict is not frozen.
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode!r}: choose from {', '.join(MODES)}", key="mode")
+        unknown = sorted(set(self.params) - set(PARAMS))
+        if unknown:
+            raise UserError(f"unknown workload parameter {unknown[0]!r}; known: {', '.join(PARAMS)}")
         workload_registry.get(self.workload)  # raises with the valid names
         if self.backend not in backend_registry.names():
             raise UserError(f"unknown backend {self.backend!r}; choose from: {', '.join(backend_registry.names())}")
@@ -156,6 +165,9 @@ class RunConfig:
             options=_pairs(v, "options"),
             labels=_pairs(v, "labels"),
             server=server,
+            mode=_str(v, "mode", DEFAULT_MODE),
+            params={key: limits.check(key, (_int if param.integer else _float)(v, key, None))
+                    for key, param in PARAMS.items() if v.get(key) is not None},
         )
 
     @classmethod
@@ -182,6 +194,12 @@ class RunConfig:
                 value = dict(value)
             data[f.name] = value
         data["batch_size"] = self.effective_batch_size
+        # Left out at their defaults, so that the keys of cells stored before they existed stay the same
+        # (resume matches on `key()`); `from_dict` reads an absent one as its default.
+        if self.mode == DEFAULT_MODE:
+            del data["mode"]
+        if not self.params:
+            del data["params"]
         return data
 
 
@@ -196,6 +214,7 @@ OPTION_KEYS = (
     "workload", "backend", "size", "device", "precision", "batch_size", "scenario", "steps", "scheduler",
     "seed", "weights", "duration", "min_iterations", "max_iterations", "max_duration", "target_rel_iqr",
     "warmup", "warmup_duration", "options", "labels", "rate", "max_batch", "max_wait", "slo_p99", "find_max_rate",
+    "mode", *PARAMS,
 )
 
 

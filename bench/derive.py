@@ -115,6 +115,8 @@ def _cold_start(m: Measurement) -> dict[str, float]:
 def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Metrics and samples from what was measured; returns (metrics, samples, warnings)."""
     metrics: dict[str, Any] = {"cold_start_s": _cold_start(m), "warmup": _plain(m.warmup), "fidelity": _plain(m.fidelity)}
+    if m.train:
+        metrics["train"] = dict(m.train)
     samples: dict[str, Any] = {"latency_s": []}
     warnings = [f"fidelity of {name!r} reported, not gated: {why}" for name, why in (m.fidelity or {}).get("ungated", {}).items()]
     loop = m.loop
@@ -122,11 +124,14 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
         return metrics, samples, warnings
     latency = _seconds(loop.latencies_ns)
     summary = summarize(latency)
-    items = loop.items if loop.items is not None else loop.iterations * cell.batch_size
+    # Items are units of work (images, tokens, seconds of audio): a batch row yields `units_per_row`.
+    units = cell.workload.get("units_per_row") or 1
+    rows = loop.items if loop.items is not None else loop.iterations * cell.batch_size
+    items = rows * units
     throughput = items / (loop.wall_ns / 1e9)
     energy_j = m.probes.get("energy_j")
     # Energy covers the probes' whole window (every trial of a server search).
-    probed_items = loop.total_items if loop.total_items is not None else items
+    probed_items = loop.total_items * units if loop.total_items is not None else items
     metrics.update(
         latency_s=summary.as_dict(),
         throughput_items_per_s=throughput,
@@ -146,8 +151,8 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
 
         details = server_text.record_details(loop.outcome)
         metrics[cell.config.scenario] = details
-        if "capacity_items_per_s" in details:
-            metrics["capacity_items_per_s"] = details["capacity_items_per_s"]
+        if "capacity_items_per_s" in details:  # queries are rows
+            metrics["capacity_items_per_s"] = details["capacity_items_per_s"] * units
     samples["latency_s"] = latency
     cap = iteration_cap_warning(cell, loop)
     if cap:
@@ -163,7 +168,18 @@ def derive_metrics(cell: Cell, m: Measurement) -> tuple[dict[str, Any], dict[str
     if m.component_ns:
         metrics["component_latency_s"] = {n: summarize(_seconds(v)).as_dict() for n, v in m.component_ns.items() if v}
         samples["component_latency_s"] = {n: _seconds(v) for n, v in m.component_ns.items()}
+    metrics.update(_workload_metrics(cell, metrics))
     return metrics, samples, warnings
+
+
+def _workload_metrics(cell: Cell, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The workload kind's own metrics (TTFT, TPOT, real-time factor), from the summaries derived above."""
+    from ..workloads import registry as workload_registry
+
+    workload_class = workload_registry.get(cell.workload["name"])
+    return workload_class.metric_extras(
+        cell.workload, metrics.get("component_latency_s", {}), metrics["latency_s"], metrics["throughput_items_per_s"]
+    )
 
 
 def iteration_cap_warning(cell: Cell, loop: Any) -> str | None:

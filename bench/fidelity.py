@@ -24,14 +24,19 @@ FIDELITY_SEED_OFFSET = 7919
 
 def relative_l2(output: "torch.Tensor", reference: "torch.Tensor") -> float:
     """Worst per-item relative L2 error over the batch dimension; inf for non-finite output."""
-    out = output.detach().float().cpu().flatten(1)
-    ref = reference.detach().float().cpu().flatten(1)
+    out, ref = (_items(t) for t in (output, reference))
     if out.shape != ref.shape:
         raise ValueError(f"output shape {tuple(output.shape)} differs from reference {tuple(reference.shape)}")
     if not bool(out.isfinite().all()):
         return math.inf
     errors = (out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
     return float(errors.max())
+
+
+def _items(tensor: "torch.Tensor") -> "torch.Tensor":
+    """Rows of one item each: a batch's items; a scalar (a training loss) or a vector is one item."""
+    t = tensor.detach().float().cpu()
+    return t.flatten(1) if t.dim() > 1 else t.reshape(1, -1)
 
 
 def gate(

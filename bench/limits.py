@@ -84,6 +84,11 @@ _ALL = (
     Bound("max_wait", 0, 3_600, unit="s"),
     Bound("slo_p99", 0, DAY_S, above=True, unit="s"),
     Bound("timeout", 0, 30 * DAY_S, above=True, unit="s"),
+    # Workload parameters (`workloads/params.py`).
+    Bound("guidance", 0, 100),
+    Bound("prompt_tokens", 1, 131_072, integer=True),
+    Bound("new_tokens", 1, 65_536, integer=True),
+    Bound("frames", 1, 1_024, integer=True),
 )
 BOUNDS: dict[str, Bound] = {bound.key: bound for bound in _ALL}
 

@@ -76,8 +76,10 @@ class Measurement:
     fidelity: Mapping[str, Any] | None = None
     session_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     exports: Mapping[str, Any] = field(default_factory=dict)
+    # A training step's scalars on the checked batch as the backend computed them (loss, gradient norm).
+    train: Mapping[str, float] = field(default_factory=dict)
     failure: Failure | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cold_start_s", "component_ns", "probes", "session_info", "exports"):
+        for name in ("cold_start_s", "component_ns", "probes", "session_info", "exports", "train"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))

@@ -31,7 +31,7 @@ from ..backends import onnx_export
 from ..backends.base import Backend, PrepareContext, Session
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
-from ..workloads.flops import flops_per_item, param_count
+from ..workloads.flops import component_table, flops_per_item, param_count, per_unit
 from . import fidelity_cache, scenarios
 from .clock import Clock, perf_clock
 from .config import RunConfig
@@ -148,10 +148,12 @@ def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) 
     reported and skipped on resume like any other.
     """
     backend = backend_registry.get(config.backend)
+    workload_class = workload_registry.get(config.workload)
     workload = {
         "name": config.workload,
         "size": config.size,
-        "unit": workload_registry.get(config.workload).unit,
+        "unit": (workload_registry.training_class(config.workload) if config.mode == "train" else workload_class).unit,
+        "mode": config.mode,
         "params": None,
         "flops_per_item": None,
     }
@@ -173,6 +175,8 @@ def _prepare_cell(
         steps=config.steps,
         scheduler=config.scheduler,
         weights=Path(config.weights) if config.weights else None,
+        params=config.params,
+        mode=config.mode,
     )
     build_s = (clock() - start) / 1e9
     timeline.mark("describe")
@@ -189,31 +193,45 @@ def _prepare_cell(
 
 
 def _ignored_option_warnings(workload: Workload, config: RunConfig) -> list[str]:
+    from ..workloads.params import PARAMS
+
+    unused = [PARAMS[key].flag for key in config.params if key not in workload.accepts]
+    warnings = [f"{flag} ignored: {workload.name} has no such parameter" for flag in unused]
     if workload.iterative:
-        return []
+        return warnings
     ignored = [flag for flag, value in (("--steps", config.steps), ("--scheduler", config.scheduler)) if value is not None]
-    return [f"{flag} ignored: {workload.name} is not iterative" for flag in ignored]
+    return warnings + [f"{flag} ignored: {workload.name} is not iterative" for flag in ignored]
 
 
 def _describe_workload(workload: Workload, config: RunConfig) -> dict[str, Any]:
     params = param_count(workload)
+    units = workload.units_per_row()
     return {
         "name": workload.name,
         "family": workload.family,
         "size": workload.size,
         "unit": workload.unit,
+        "mode": workload.mode,
+        "units_per_row": units,
         "params": params,
         "param_bytes": params * _BYTES_PER_PARAM[config.precision],
-        "flops_per_item": flops_per_item(workload),
+        # Per unit of work: a row's FLOPs shared by the units it yields (an LLM row's tokens).
+        "flops_per_item": per_unit(flops_per_item(workload), units),
         "calls_per_batch": dict(workload.calls_per_batch()),
+        "components": component_table(workload),
         "config": workload.config(),
     }
 
 
-def _eager_outputs(workload: Workload, batch: Batch) -> dict[str, "torch.Tensor"]:
+def _grad_mode(workload: Workload) -> Any:
+    """Inference runs without autograd; a training step needs it."""
     import torch
 
-    with torch.inference_mode():
+    return torch.inference_mode(workload.mode != "train")
+
+
+def _eager_outputs(workload: Workload, batch: Batch) -> dict[str, "torch.Tensor"]:
+    with _grad_mode(workload):
         return workload.fidelity_outputs(workload.components(), batch)
 
 
@@ -234,8 +252,6 @@ def _measure(
     `dataclasses.replace`, so an exception in any phase still leaves
     everything measured before it (a failing backend is a result, not a crash).
     """
-    import torch
-
     m = Measurement(cold_start_s={"build": build_s})
     prepared: _Prepared | None = None
     try:
@@ -248,7 +264,7 @@ def _measure(
         )
         device = next(iter(prepared.sessions.values())).device
         batch = workload.make_batch(cell.batch_size, cell.config.seed).to(device)
-        with torch.inference_mode():
+        with _grad_mode(workload):
             timeline.mark("first_call")
             m = replace(m, cold_start_s={**m.cold_start_s, **_first_call(workload, prepared, batch, clock, observer)})
             timeline.mark("warmup")
@@ -263,6 +279,9 @@ def _measure(
             for session in prepared.sessions.values():
                 session.synchronize()
         tolerance = workload.tolerances[cell.config.precision]
+        if workload.mode == "train":  # the loss and gradient norm of the checked step are the record's too
+            m = replace(m, train={name: float(t.detach().float().cpu().reshape(-1)[0])
+                                  for name, t in outputs.items() if t.numel() == 1})
         return replace(m, fidelity=gate(outputs, reference, tolerance, workload.ungated_outputs()))
     except (UserError, BackendUnavailable):
         raise  # a refusal of the input (or of this machine), not a result: nothing is stored for it
@@ -297,9 +316,11 @@ def _measured_loop(
 ) -> dict[str, Any]:
     """The scenario inside the probes; returns the Measurement fields it produced."""
     config = cell.config
-    # Components called several times per batch are timed per call as well.
-    repeated = {n for n, calls in workload.calls_per_batch().items() if calls > 1}
-    timed = {n: _TimedComponent(s, clock) if n in repeated else s for n, s in prepared.sessions.items()}
+    # A pipeline of several components, or of one called several times per batch, is timed per call
+    # too: where the time goes (text encoder, UNet per step, VAE decode; an LLM's prefill and decode).
+    calls = workload.calls_per_batch()
+    per_call = len(calls) > 1 or any(n > 1 for n in calls.values())
+    timed = {n: _TimedComponent(s, clock) if per_call else s for n, s in prepared.sessions.items()}
     timed_step = _pipeline_step(workload, timed, batch, prepared.sessions.values())
     scenario = scenarios.build(config, note=observer.stage)
     observer.stage(f"measuring ({config.scenario})")
@@ -360,7 +381,8 @@ def _prepare_sessions(
                 exports[name] = model.describe()
             timeline.mark("prepare")
             observer.stage(f"preparing {name} on {backend.name} ({config.device}, {config.precision})")
-            context = PrepareContext(scenario=config.scenario, batch_size=cell.batch_size, identity=identity)
+            context = PrepareContext(scenario=config.scenario, batch_size=cell.batch_size, identity=identity,
+                                     mode=workload.mode)
             start = clock()
             sessions[name] = backend.prepare(
                 model, workload.example_inputs(name, cell.batch_size), config.precision, config.device,

@@ -202,9 +202,10 @@ def _build(file: SourceFile, draft: Draft, settings: SweepSettings, checked: set
     try:
         config = RunConfig.from_options(values)
         # Per-workload choices (sizes, schedulers) are cheap to check now and costly to discover mid-sweep.
-        choices = (config.workload, config.size, config.steps, config.scheduler)
+        choices = (config.workload, config.size, config.steps, config.scheduler, config.mode)
         if choices not in checked:
-            workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler)
+            workload_registry.check(config.workload, config.size, steps=config.steps, scheduler=config.scheduler,
+                                    mode=config.mode)
             checked.add(choices)
     except UserError as exc:
         raise _blame(file, draft, str(exc)) from exc

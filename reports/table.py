@@ -83,6 +83,15 @@ def wall_note(record: Record) -> str | None:
     return f"wall {total:.2f} s in all, {measured:.2f} s of it measuring: {shown} (metadata.wall_s has every part)"
 
 
+def _call_items(record: Record) -> str:
+    """What one measured call covers: `B image(s)`, or `B row(s) = N token(s)` where a row yields several units."""
+    rows, unit = record.scenario["batch_size"], record.workload["unit"]
+    per_row = record.workload.get("units_per_row") or 1
+    if per_row == 1:
+        return f"{rows} {unit}(s)"
+    return f"{rows} row(s) = {units.count(rows * per_row)} {unit}(s)"
+
+
 def result_notes(record: Record) -> list[str]:
     """Lines under the table: what the numbers mean for this record, and its warnings."""
     m = record.metrics
@@ -100,7 +109,7 @@ def result_notes(record: Record) -> list[str]:
             notes.extend(_server_notes(record))
         else:
             notes.append(
-                f"latency is per call of {record.scenario['batch_size']} {record.workload['unit']}(s); "
+                f"latency is per call of {_call_items(record)}; "
                 f"{m['iterations']} calls in {m['loop_wall_s']:.2f} s, stopped by {m['stop_reason']}"
             )
     wall = wall_note(record)

@@ -47,6 +47,9 @@ class TestBackendContract:
     @pytest.mark.parametrize(("backend_name", "workload_name", "precision"), list(_cases()))
     def test_session_matches_eager_fp32(self, backend_name: str, workload_name: str, precision: str) -> None:
         backend = _usable(backend_name, precision)
+        refusal = workloads.get(workload_name).graph_refusal
+        if backend.input_format == "onnx" and refusal:
+            pytest.skip(f"{workload_name} declines a graph export: {refusal}")  # the run exits 2 instead: the workload's tests
         workload = workloads.build(workload_name, "tiny", seed=3, steps=2)
         for component, module in workload.components().items():
             inputs = workload.example_inputs(component, 2)
@@ -61,7 +64,7 @@ class TestBackendContract:
                 with torch.inference_mode():
                     out = session(*(t.to(session.device) for t in inputs))
                 session.synchronize()
-                assert out.dtype == torch.float32
+                assert out.dtype == (torch.float32 if backend.computes_model else expected.dtype)
                 assert out.device == session.device
                 assert out.shape == expected.shape
                 assert relative_l2(out, expected) <= (workload.tolerances[precision] if backend.computes_model else 0)

@@ -300,6 +300,10 @@ def test_a_vae_checkpoint_without_its_encoder_is_enough(good: dict[str, Path], t
     folder = copy_good(good, "vae", tmp_path)
     rewrite(folder, "vae", lambda s: [s.pop(k) for k in list(s) if k.startswith(("encoder.", "quant_conv."))])
     registry.build("vae", "tiny", weights=folder)
+    # Training encodes as well: the same folder is refused for it, before anything is built, naming a tensor.
+    with pytest.raises(UserError, match="encoder"):
+        registry.check("vae", "tiny", weights=folder, mode="train")
+    registry.build("vae", "tiny", weights=good["vae"], mode="train")
 
 
 def test_a_sharded_checkpoint_is_checked_across_its_shards(good: dict[str, Path], tmp_path: Path) -> None:

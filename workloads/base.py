@@ -75,6 +75,17 @@ class Workload(abc.ABC):
     # imports no torch, so the CLI can validate a cell without it, and the pre-imported worker imports
     # exactly these before it forks cells, so a cell imports nothing more when it builds.
     model_modules: ClassVar[tuple[str, ...]] = ()
+    # The workload parameters (`workloads/params.py`) this workload takes, each with its default.
+    accepts: ClassVar[Mapping[str, int | float]] = {}
+    # What one measured call is: "infer" (a batch of output) or "train" (one optimizer step).
+    mode: ClassVar[str] = "infer"
+    # The training step of this workload (`--mode train`) as "module:Class": a Workload of the same
+    # name whose components are the networks being trained, in train mode, and whose `run` is one
+    # optimizer step over the batch. None: this workload has no training step.
+    training: ClassVar[str | None] = None
+    # Why this workload's components cannot become the shared one-output ONNX graph, or None when they
+    # can. Backends that run that graph (`input_format = "onnx"`) then refuse the workload with this reason.
+    graph_refusal: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -84,12 +95,31 @@ class Workload(abc.ABC):
         steps: int | None = None,
         scheduler: str | None = None,
         weights: Path | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.size = size
         self.seed = seed
         self.steps = steps
         self.scheduler = scheduler
         self.weights = weights
+        # Every accepted parameter, the given value or the workload's default (validated by the registry).
+        self.params: Mapping[str, Any] = {**self.accepts, **{k: v for k, v in (params or {}).items() if k in self.accepts}}
+
+    def units_per_row(self) -> float:
+        """Units of work one batch row yields: 1 image; `new_tokens` tokens; a clip's seconds of audio.
+
+        Throughput, FLOPs and energy per item are per unit, so a batch of B rows is B × this many items.
+        """
+        return 1.0
+
+    def output_shape(self, batch_size: int) -> tuple[int, ...]:
+        """The shape `run` returns for `batch_size` rows: here an RGB image per row, (B, 3, side, side).
+
+        A workload whose unit is not an image (a clip, a waveform, tokens) overrides it; the
+        contract tests hold `run` to it.
+        """
+        side = self.config()["image_size"]
+        return (batch_size, 3, side, side)
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:
@@ -119,6 +149,24 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def run(self, sessions: Mapping[str, ComponentFn], batch: Batch) -> "torch.Tensor":
         """The pipeline: produce the batch's output (on the inputs' device) using `sessions`."""
+
+    @classmethod
+    def metric_extras(
+        cls,
+        workload: Mapping[str, Any],
+        component_latency_s: Mapping[str, Mapping[str, Any]],
+        latency_s: Mapping[str, Any],
+        throughput: float,
+    ) -> dict[str, Any]:
+        """Metrics of this kind of workload (TTFT, TPOT, real-time factor), from what was measured.
+
+        A pure function of the record's `workload` block, the per-component and
+        per-call latency summaries (seconds, as `stats.summarize` gives them) and
+        the throughput in units per second; `bench.derive` records the result
+        under `metrics` beside the common ones. A classmethod, so a record is
+        derived without building the model. Default: none.
+        """
+        return {}
 
     def calls_per_batch(self) -> Mapping[str, int]:
         """How many times `run` calls each component for one batch."""

@@ -145,6 +145,7 @@ class DDPM(Workload):
     max_steps = NOISE_SCHEDULE["num_train_timesteps"]
     default_scheduler = DEFAULT_SCHEDULER
     model_modules = ("aigcbench.workloads.diffusion_model", "diffusers.models.unets.unet_2d", *SCHEDULER_MODULES)
+    training = "aigcbench.workloads.diffusion_train:DDPMTraining"
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:

@@ -82,3 +82,17 @@ def batch_timestep(timestep: torch.Tensor | int, batch_size: int, device: torch.
     baked-in constant and lets every sample in a batch carry its own t.
     """
     return torch.full((batch_size,), int(timestep), dtype=torch.int64, device=device)
+
+
+def noise_mse_step(sessions: Any, trainer: Any, x0: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+                   alphas_cumprod: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One DDPM training step (Ho et al. 2020, Algorithm 1): ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖², averaged.
+
+    `timesteps` are the batch's uniformly drawn t (int64, shape (B,)); ᾱ is
+    the training schedule's cumulative product of 1 − β, as DDPMScheduler.add_noise uses it.
+    """
+    abar = alphas_cumprod.to(x0.device)[timesteps].view(-1, *([1] * (x0.dim() - 1)))
+    noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    loss = torch.nn.functional.mse_loss(sessions["denoiser"](noisy, timesteps), noise)
+    norm = trainer.step("denoiser", loss)
+    return {"loss": loss.detach(), "grad_norm": norm}

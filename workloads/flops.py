@@ -35,6 +35,30 @@ def flops_per_item(workload: Workload) -> int:
     return sum(count * flops_per_call(workload, component) for component, count in calls.items())
 
 
+def component_table(workload: Workload) -> dict[str, dict[str, Any]]:
+    """Each component's own parameters, FLOPs per call (batch 1), calls per batch and FLOPs per unit of work.
+
+    What the record's `workload.components` holds, so a report can say where a pipeline's work is
+    (text encoder, UNet per step, VAE decode) and not only its sum. Parameters shared between
+    components (tied embedders, one generator in two losses) count in each that uses them.
+    """
+    calls = workload.calls_per_batch()
+    units = workload.units_per_row()
+    table = {}
+    for name, module in workload.components().items():
+        unique = {id(p): p.numel() for p in module.parameters()}
+        per_call = flops_per_call(workload, name)
+        count = calls.get(name, 0)
+        table[name] = {"params": sum(unique.values()), "flops_per_call": per_call, "calls_per_batch": count,
+                       "flops_per_item": per_unit(count * per_call, units)}
+    return table
+
+
+def per_unit(flops: int, units: float) -> int | float:
+    """A row's FLOPs per unit of work it yields; an integer while a row is one unit."""
+    return flops if units == 1 else flops / units
+
+
 def param_count(workload: Workload) -> int:
     """Parameters over all components, each shared tensor counted once."""
     unique = {id(p): p.numel() for module in workload.components().values() for p in module.parameters()}
@@ -70,12 +94,17 @@ def count_flops(workload: Workload, component: str) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     module = workload.components()[component]
-    state = {name: meta_like(t) for name, t in [*module.named_parameters(), *module.named_buffers()]}
+    train = workload.mode == "train"
+    # A training step's count includes the backward pass: parameters that train keep requires_grad.
+    state = {name: meta_like(t).requires_grad_(train and t.requires_grad)
+             for name, t in [*module.named_parameters(), *module.named_buffers()]}
     inputs = tuple(meta_like(t) for t in workload.example_inputs(component, 1))
-    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
+    with torch.inference_mode(not train), sdpa_kernel(SDPBackend.MATH):
         counter = FlopCounterMode(display=False)
         with counter:
-            torch.func.functional_call(module, state, inputs)
+            out = torch.func.functional_call(module, state, inputs)
+            if train:
+                out.sum().backward()
     return int(counter.get_total_flops())
 
 
@@ -90,7 +119,7 @@ def cache_key(workload: Workload, component: str) -> str:
     """What determines one call's FLOPs: the workload's architecture, the component, torch's counting rules."""
     import torch
 
-    digest = workload.config_digest(ignore=CALL_INDEPENDENT_KEYS)[:16]
+    digest = workload.config_digest(ignore=CALL_INDEPENDENT_KEYS)[:16]  # a train mode's config differs
     return f"{workload.name}/{workload.size}/{digest}/{component}/torch-{torch.__version__}"
 
 

@@ -95,6 +95,7 @@ class DCGAN(Workload):
     unit = "image"
     description = "DCGAN generator (Radford et al. 2015): one forward pass from latent z to image"
     model_modules = ("aigcbench.workloads.gan_model",)
+    training = "aigcbench.workloads.gan_train:DCGANTraining"
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:

@@ -124,3 +124,70 @@ def load_generator(folder: Path, config: GeneratorConfig) -> Generator:
     generator = Generator(config)
     checkpoint.load_checked(generator, generator_files(folder), MODEL_NAME)
     return generator.eval()
+
+
+class Discriminator(nn.Module):
+    """The DCGAN discriminator, the generator's mirror (pytorch/examples' layout): image → one logit per item.
+
+    Strided 4×4 convolutions halve the map from image_size to 4×4 while the
+    channels double from `ngf`; LeakyReLU(0.2) throughout, BatchNorm on every
+    layer but the first, and a last 4×4 convolution to one value. The paper's
+    sigmoid is left to the loss (`binary_cross_entropy_with_logits`): the same
+    formula, computed without the overflow of log(sigmoid(x)).
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        doublings = round(math.log2(config.image_size)) - 2
+        widths = [config.ngf * 2**i for i in range(doublings)]
+        layers: list[nn.Module] = [nn.Conv2d(config.channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+        for width_in, width_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(width_in, width_out, 4, 2, 1, bias=False), nn.BatchNorm2d(width_out), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False))
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.main(images).flatten()
+
+
+def init_discriminator_weights(module: nn.Module) -> None:
+    """The paper's init, as for the generator: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def build_random_discriminator(config: GeneratorConfig, seed: int) -> Discriminator:
+    """A discriminator with the paper's init, fully determined by `seed`, in train mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        discriminator = Discriminator(config)
+        discriminator.apply(init_discriminator_weights)
+    return discriminator.train()
+
+
+def gan_losses_step(sessions, trainer, real: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One DCGAN training step: a discriminator step, then a generator step (Goodfellow et al. 2014, §3).
+
+    The discriminator ascends log D(x) + log(1 − D(G(z))) — binary cross
+    entropy with target 1 on real images and 0 on generated ones, the
+    generated batch detached so that no gradient reaches G. The generator
+    then takes the non-saturating step, ascending log D(G(z)) (cross entropy
+    with target 1) through the discriminator just updated, on the same G(z).
+    This is pytorch/examples' dcgan loop.
+    """
+    import torch.nn.functional as F
+
+    generator, discriminator = sessions["generator"], sessions["discriminator"]
+    fake = generator(z)
+    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+    ones, zeros = torch.ones_like(real_logits), torch.zeros_like(fake_logits)
+    d_loss = F.binary_cross_entropy_with_logits(real_logits, ones) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
+    d_norm = trainer.step("discriminator", d_loss)
+    g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+    g_norm = trainer.step("generator", g_loss)
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_grad_norm": d_norm, "g_grad_norm": g_norm,
+            "d_real_accuracy": (real_logits.detach() > 0).float().mean(),
+            "d_fake_accuracy": (fake_logits.detach() < 0).float().mean()}

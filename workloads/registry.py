@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..bench.errors import UserError
 from ..bench.plugins import load
@@ -48,6 +48,7 @@ def check(
     steps: int | None = None,
     scheduler: str | None = None,
     weights: str | Path | None = None,
+    mode: str = "infer",
 ) -> type[Workload]:
     """Validate user-facing choices without building anything; return the workload class.
 
@@ -58,10 +59,14 @@ def check(
     workload_class = get(name)
     if size not in workload_class.sizes:
         raise UserError(f"unknown size {size!r} for {name}; choose from: {', '.join(workload_class.sizes)}")
+    if mode == "train" and workload_class.training is None:
+        trainable = ", ".join(n for n in names() if get(n).training is not None)
+        raise UserError(f"--mode train: {name} has no training step; workloads that train: {trainable}", key="mode")
     if weights is not None:
         if not str(weights):
             raise UserError("--weights must name a folder, got ''")
-        check_weights(workload_class, size, Path(weights))
+        # What is built is what checks the folder: a training step may need tensors inference does not.
+        check_weights(training_class(name) if mode == "train" else workload_class, size, Path(weights))
     if not workload_class.iterative:
         return workload_class
     if scheduler is not None and scheduler not in workload_class.schedulers:
@@ -89,6 +94,14 @@ def _checked(workload_class: type[Workload], size: str, folder: Path, resolved: 
     workload_class.check_weights(size, folder)
 
 
+def training_class(name: str) -> type[Workload]:
+    """The training step registered for workload `name` (imports its module on first use)."""
+    training = get(name).training
+    if training is None:
+        raise UserError(f"--mode train: {name} has no training step", key="mode")
+    return load(training)
+
+
 def model_modules(workloads: Iterable[str]) -> tuple[str, ...]:
     """What cells of these workloads import to build their models, each once: the zygote preloads it."""
     names = dict.fromkeys(workloads)
@@ -103,17 +116,25 @@ def build(
     steps: int | None = None,
     scheduler: str | None = None,
     weights: Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    mode: str = "infer",
 ) -> Workload:
     """A workload instance from user-facing choices, or a one-line UserError naming the bad one.
 
     A non-iterative workload (a GAN, a VAE decoder) has no steps and no
-    scheduler: they are dropped here, and the harness records a warning when
-    the user gave them.
+    scheduler, and a workload takes only the parameters it `accepts`: the
+    others are dropped here, and the harness records a warning when the user
+    gave them. In `mode="train"` the workload's training step is built instead (`Workload.training`).
     """
-    workload_class = check(name, size, steps=steps, scheduler=scheduler, weights=weights)
+    workload_class = check(name, size, steps=steps, scheduler=scheduler, weights=weights, mode=mode)
+    if mode == "train":
+        workload_class = training_class(name)
+    extra: dict[str, Any] = {}
+    if workload_class.accepts:
+        extra["params"] = {k: v for k, v in (params or {}).items() if k in workload_class.accepts}
     if not workload_class.iterative:
-        return workload_class(size, seed, weights=weights)
-    return workload_class(size, seed, steps=steps, scheduler=scheduler, weights=weights)
+        return workload_class(size, seed, weights=weights, **extra)
+    return workload_class(size, seed, steps=steps, scheduler=scheduler, weights=weights, **extra)
 
 
 @functools.lru_cache(maxsize=1)

@@ -85,6 +85,7 @@ class VAEDecoder(Workload):
     unit = "image"
     description = "AutoencoderKL decoder (Stable Diffusion VAE): one decode from scaled latents to image"
     model_modules = ("aigcbench.workloads.vae_model", "diffusers.models.autoencoders.autoencoder_kl")
+    training = "aigcbench.workloads.vae_train:VAETraining"
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:
@@ -101,7 +102,7 @@ class VAEDecoder(Workload):
         scheduler: str | None = None,
         weights: Path | None = None,
     ) -> None:
-        from .vae_model import LatentDecoder, build_random_vae, decoder_needs, latent_geometry
+        from .vae_model import build_random_vae, decoder_needs, latent_geometry
         from .weights import load_diffusers_model, model_folder, public_config, weights_sha256
 
         super().__init__(size, seed, steps=steps, scheduler=scheduler, weights=weights)
@@ -113,12 +114,17 @@ class VAEDecoder(Workload):
         else:
             from diffusers import AutoencoderKL
 
-            vae = load_diffusers_model(AutoencoderKL, folder, decoder_needs)
+            vae = load_diffusers_model(AutoencoderKL, folder, decoder_needs if self.mode == "infer" else None)
             self.weights_digest = weights_sha256(folder)
         self.model_config = public_config(vae)
         self.image_size = preset.image_size
         self.latent_channels, self.latent_size = latent_geometry(vae, preset.image_size, folder)
-        # Only the decoder half is kept; the encoder is freed with `vae`.
+        self.adopt(vae)
+
+    def adopt(self, vae: Any) -> None:
+        """Keep what this workload runs of the AutoencoderKL: only the decoder half; the encoder is freed with `vae`."""
+        from .vae_model import LatentDecoder
+
         self.decoder = LatentDecoder(vae).eval()
 
     def components(self) -> Mapping[str, nn.Module]:

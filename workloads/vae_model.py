@@ -74,11 +74,58 @@ def latent_geometry(vae: AutoencoderKL, image_size: int, folder: Path | None = N
     return int(config.latent_channels), latent_size
 
 
-def check_vae_folder(folder: Path, image_size: int) -> None:
-    """Check a VAE (or pipeline) folder against the decoder it would give, built and dry-run on the meta device."""
+def check_vae_folder(folder: Path, image_size: int, *, whole: bool = False) -> None:
+    """Check a VAE (or pipeline) folder against the decoder it would give, built and dry-run on the meta device.
+
+    `whole`: every tensor must be there (training runs the encoder too), not only the decoder's.
+    """
     from diffusers import AutoencoderKL
 
     folder = model_folder(folder, "vae")
-    vae = check_diffusers_model(AutoencoderKL, folder, decoder_needs)
+    vae = check_diffusers_model(AutoencoderKL, folder, None if whole else decoder_needs)
     channels, side = latent_geometry(vae, image_size, folder)
     dry_run(LatentDecoder(vae), (torch.empty(1, channels, side, side, device="meta"),), folder)
+
+
+class MomentsEncoder(nn.Module):
+    """`AutoencoderKL.encode` without the distribution object: image → moments (mean and log-variance, stacked on channels)."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.encoder = vae.encoder
+        self.quant_conv = vae.quant_conv if vae.quant_conv is not None else nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.quant_conv(self.encoder(images))
+
+
+class SampleDecoder(nn.Module):
+    """The decoder as training calls it: a latent sample z (unscaled) → image."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.post_quant_conv = vae.post_quant_conv if vae.post_quant_conv is not None else nn.Identity()
+        self.decoder = vae.decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z))
+
+
+def elbo_step(sessions: Any, trainer: Any, images: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One VAE training step on the negative ELBO (Kingma & Welling 2014), averaged over the batch.
+
+    q(z|x) = N(μ, σ²) from the encoder's moments (log σ² clamped to [-30, 20]
+    as diffusers' DiagonalGaussianDistribution does); z = μ + σ·ε with the
+    batch's seeded ε (the reparameterisation trick); the reconstruction term
+    is a unit-variance Gaussian decoder's −log p(x|z) up to its constant,
+    ½‖x − x̂‖²; the KL term is KL(q(z|x) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²).
+    """
+    mean, logvar = sessions["encoder"](images).chunk(2, dim=1)
+    logvar = logvar.clamp(-30.0, 20.0)
+    z = mean + torch.exp(0.5 * logvar) * eps
+    reconstruction = sessions["decoder"](z)
+    recon = 0.5 * (reconstruction - images).pow(2).flatten(1).sum(1).mean()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
+    loss = recon + kl
+    norm = trainer.step("vae", loss)
+    return {"loss": loss.detach(), "reconstruction": recon.detach(), "kl": kl.detach(), "grad_norm": norm}

@@ -183,9 +183,11 @@ def _rename(model: Any) -> Callable[[dict[str, Any]], Any] | None:
 
 
 def check_diffusers_model(
-    model_class: type[ModelT], folder: Path, needed: Callable[[str], bool] = checkpoint.every_tensor
+    model_class: type[ModelT], folder: Path, needed: Callable[[str], bool] | None = None
 ) -> ModelT:
     """Check a diffusers model folder from its config and weight headers; return the model on the meta device.
+
+    `needed` says which tensors must be there (None: every one of the model's).
 
     Nothing is loaded: cheap enough for the parent to run before measuring.
     """
@@ -194,18 +196,20 @@ def check_diffusers_model(
     rename = _rename(model)
     if rename is not None:
         found = checkpoint.renamed(found, rename)
-    checkpoint.check(found, checkpoint.model_specs(model), model_class.__name__, needed)  # type: ignore[arg-type]
+    checkpoint.check(found, checkpoint.model_specs(model), model_class.__name__,
+                     needed or checkpoint.every_tensor)  # type: ignore[arg-type]
     return model
 
 
 def load_diffusers_model(
-    model_class: type[ModelT], folder: Path, needed: Callable[[str], bool] = checkpoint.every_tensor
+    model_class: type[ModelT], folder: Path, needed: Callable[[str], bool] | None = None
 ) -> ModelT:
     """Load a diffusers model from a local model folder, refusing what `check_diffusers_model` refuses.
 
     The model is built from `config.json` (random init, with the caller's
     RNG left alone) and the checkpoint copied in; never touches the network.
     """
+    needed = needed or checkpoint.every_tensor  # None: every tensor of the model must be there
     model = build_from_config(model_class, folder, "cpu")
     with quiet():
         files = diffusers_files(folder)

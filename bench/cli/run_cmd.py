@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ...workloads.params import MODE_HELP, PARAMS
 from ..errors import BackendUnavailable, UserError
 from ..limits import range_help
 from ..outputs import check_output
@@ -31,6 +32,12 @@ def run_command(
         "schedule [default: 50]."
     ),
     scheduler: Optional[str] = typer.Option(None, help="Scheduler of diffusion workloads: ddpm or ddim [default: ddpm]."),
+    mode: str = typer.Option("infer", help=MODE_HELP),
+    guidance: Optional[float] = typer.Option(None, help=f"{PARAMS['guidance'].help} {range_help('guidance')}"),
+    prompt_tokens: Optional[int] = typer.Option(
+        None, help=f"{PARAMS['prompt_tokens'].help} {range_help('prompt_tokens')}"),
+    new_tokens: Optional[int] = typer.Option(None, help=f"{PARAMS['new_tokens'].help} {range_help('new_tokens')}"),
+    frames: Optional[int] = typer.Option(None, help=f"{PARAMS['frames'].help} {range_help('frames')}"),
     seed: int = typer.Option(0, help=f"Seed of weights and inputs {range_help('seed')}."),
     # A str, not a Path: typer turns an empty path into ".", and `--weights ""` must be refused, not read as here.
     weights: Optional[str] = typer.Option(None, help="Load weights from this local folder instead of random init."),
@@ -104,7 +111,8 @@ def run_command(
             "warmup": warmup, "warmup_duration": warmup_duration,
             "options": parse_pairs(option, "--option"), "labels": parse_pairs(label, "--label"),
             "rate": rate, "max_batch": max_batch, "max_wait": max_wait, "slo_p99": slo_p99,
-            "find_max_rate": find_max_rate,
+            "find_max_rate": find_max_rate, "mode": mode, "guidance": guidance, "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens, "frames": frames,
         }
         config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
         launcher = None if in_process else _spawned(config)
