@@ -26,6 +26,7 @@ WORKLOADS: dict[str, str] = {
     "ddpm": "aigcbench.workloads.diffusion:DDPM",
     "dit": "aigcbench.workloads.dit:DiT",
     "vae": "aigcbench.workloads.vae:VAEDecoder",
+    "vocoder": "aigcbench.workloads.vocoder:Vocoder",
 }
 
 
