@@ -25,6 +25,7 @@ WORKLOADS: dict[str, str] = {
     "dcgan": "aigcbench.workloads.gan:DCGAN",
     "ddpm": "aigcbench.workloads.diffusion:DDPM",
     "dit": "aigcbench.workloads.dit:DiT",
+    "llm": "aigcbench.workloads.llm:TextDecoder",
     "sd": "aigcbench.workloads.sd:StableDiffusion",
     "vae": "aigcbench.workloads.vae:VAEDecoder",
     "vocoder": "aigcbench.workloads.vocoder:Vocoder",
