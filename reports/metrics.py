@@ -133,14 +133,45 @@ def _throughput_samples(record: Record) -> Sequence[float] | None:
     # Items per call over each call's time: the per-call rate whose distribution the loop's rate summarises.
     if is_open_loop(record):
         return None
-    batch = (record.scenario or {}).get("batch_size") or 1
-    return [batch / s for s in _latency_samples(record) or () if s > 0]
+    items = ((record.scenario or {}).get("batch_size") or 1) * _units_per_row(record)
+    return [items / s for s in _latency_samples(record) or () if s > 0]
+
+
+def _units_per_row(record: Record) -> float:
+    """Units of work one batch row yields (1 image; new_tokens tokens; a clip's seconds); 1 in older records."""
+    return float((record.workload or {}).get("units_per_row") or 1)
 
 
 def _component(record: Record) -> tuple[str, Mapping[str, Any]] | None:
-    """The component called several times per batch (the denoiser of a diffusion pipeline), if any."""
+    """The component called most often per batch (a diffusion pipeline's denoiser), if any was timed."""
     components = _metrics(record).get("component_latency_s") or {}
-    return next(iter(components.items()), None)
+    if not components:
+        return None
+    calls = {name: (c or {}).get("calls_per_batch") or 0
+             for name, c in ((record.workload or {}).get("components") or {}).items()}
+    # Older records list the repeated component alone, first; max() keeps the first of equals.
+    return max(components.items(), key=lambda item: calls.get(item[0], 0))
+
+
+def _summary(key: str, stat: str) -> Reader:
+    """A statistic of a summary a workload adds (`ttft_s`: {p50, p90, p99, ...})."""
+    return lambda r: (_metrics(r).get(key) or {}).get(stat)
+
+
+def _summary_samples(key: str) -> SampleReader:
+    """The per-call samples of the component a workload's summary is of (its `component` field)."""
+    def read(record: Record) -> Sequence[float] | None:
+        component = (_metrics(record).get(key) or {}).get("component")
+        return ((record.samples or {}).get("component_latency_s") or {}).get(component)
+
+    return read
+
+
+def _train_throughput(record: Record) -> float | None:
+    """Training samples per second: the throughput of a `--mode train` record, None for inference."""
+    if (record.workload or {}).get("mode") != "train":
+        return None
+    return _metrics(record).get("throughput_items_per_s")
 
 
 def _step_p50(record: Record) -> float | None:
@@ -188,6 +219,26 @@ def _latency_metric(key: str, label: str, description: str) -> Metric:
     return Metric(f"latency_{key}_s", label, "s", "lower", _latency(key), _latency_samples, description)
 
 
+# What one kind of workload adds (its `metric_extras`): a text decoder's first-token and per-token latency
+# and its token rate, a vocoder's real-time factor, training's sample rate.
+_WORKLOAD_METRICS: tuple[Metric, ...] = (
+    *(Metric(f"ttft_{stat}_s", f"{stat} time to first token", "s", "lower", _summary("ttft_s", stat),
+             _summary_samples("ttft_s"), f"{stat} latency of the prefill call: the wait for a batch's first token")
+      for stat in ("p50", "p90", "p99")),
+    *(Metric(f"tpot_{stat}_s", f"{stat} time per output token", "s", "lower", _summary("tpot_s", stat),
+             _summary_samples("tpot_s"), f"{stat} latency of one decode step (one more token for every row)")
+      for stat in ("p50", "p90", "p99")),
+    Metric("tokens_per_s", "tokens/s", "items/s", "higher", _plain("tokens_per_s"), None,
+           "output tokens generated per second over the loop, prefill included"),
+    Metric("real_time_factor", "real-time factor", "1", "lower", _plain("real_time_factor"), None,
+           "median call latency over the seconds of audio a row yields; < 1 is faster than real time"),
+    Metric("real_time_factor_p99", "p99 real-time factor", "1", "lower", _plain("real_time_factor_p99"), None,
+           "p99 call latency over the seconds of audio a row yields"),
+    Metric("train_samples_per_s", "train samples/s", "items/s", "higher", _train_throughput, _throughput_samples,
+           "training samples per second, one optimizer step per batch (--mode train records only)"),
+)
+
+
 _ALL: tuple[Metric, ...] = (
     _latency_metric("p50", "p50 latency", "median latency of one call (one batch); nearest rank"),
     _latency_metric("p90", "p90 latency", "90th percentile latency; nearest rank"),
@@ -224,6 +275,7 @@ _ALL: tuple[Metric, ...] = (
            "median device time of one call (CUDA events)"),
     Metric("achieved_flops_per_s", "achieved FLOP/s", "FLOP/s", "higher", _plain("achieved_flops_per_s"), None,
            "counted model FLOPs per item times throughput"),
+    *_WORKLOAD_METRICS,
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}

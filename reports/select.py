@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..bench.errors import UserError
 from ..bench.record import STATUSES, Record
+from ..workloads.params import variant
 
 # --where key -> the store column it is pushed down to.
 COLUMN_KEYS: Mapping[str, str] = MappingProxyType({
@@ -245,8 +246,9 @@ def group_by_cell(records: Iterable[Record]) -> dict[str, list[Record]]:
 
 def cell_label(record: Record) -> str:
     """workload size · backend device precision · scenario bN · hardware, as one short string."""
-    w, b, s = record.workload, record.backend, record.scenario
+    w, b, s, c = record.workload, record.backend, record.scenario, record.config or {}
     return (
-        f"{w.get('name')} {w.get('size')} · {b.get('name')} {b.get('device')} {b.get('precision')} · "
+        f"{w.get('name')} {w.get('size')}{variant(c.get('mode'), c.get('params'))} · "
+        f"{b.get('name')} {b.get('device')} {b.get('precision')} · "
         f"{s.get('name')} b{s.get('batch_size')} · {record.environment.get('hardware_key')}"
     )

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..bench.record import Record
+from ..workloads.params import variant
 from . import units
 
 _STATUS_STYLE = {"ok": "green", "invalid": "bold red", "failed": "bold red"}
@@ -20,7 +21,8 @@ _STATUS_STYLE = {"ok": "green", "invalid": "bold red", "failed": "bold red"}
 def cell_label(config: Any) -> str:
     """workload size · backend device precision · scenario batch, as one short string."""
     return (
-        f"{config.workload} {config.size} · {config.backend} {config.device} {config.precision} · "
+        f"{config.workload} {config.size}{variant(config.mode, config.params)} · "
+        f"{config.backend} {config.device} {config.precision} · "
         f"{config.scenario} b{config.effective_batch_size}"
     )
 
