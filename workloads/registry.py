@@ -28,6 +28,7 @@ WORKLOADS: dict[str, str] = {
     "llm": "aigcbench.workloads.llm:TextDecoder",
     "sd": "aigcbench.workloads.sd:StableDiffusion",
     "vae": "aigcbench.workloads.vae:VAEDecoder",
+    "video": "aigcbench.workloads.video:VideoDiffusion",
     "vocoder": "aigcbench.workloads.vocoder:Vocoder",
 }
 
