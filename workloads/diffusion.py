@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
@@ -119,17 +119,25 @@ class SamplerChoice:
     scheduler: str
 
 
-def choose_sampler(steps: int | None, scheduler: str | None) -> SamplerChoice:
-    """Defaults filled in and validated; a bad value is the user's, named in a one-line UserError."""
-    steps = DEFAULT_STEPS if steps is None else steps
-    scheduler = DEFAULT_SCHEDULER if scheduler is None else scheduler
-    # A sampler can visit each training timestep at most once.
-    max_steps = NOISE_SCHEDULE["num_train_timesteps"]
+def sampler_choice(workload: str, steps: int | None, scheduler: str | None, *, default_steps: int,
+                   default_scheduler: str, schedulers: Sequence[str], max_steps: int) -> SamplerChoice:
+    """Defaults filled in and validated; a bad value is the user's, named in a one-line UserError.
+
+    A sampler can visit each training timestep at most once: `max_steps` is the schedule's length.
+    """
+    steps = default_steps if steps is None else steps
+    scheduler = default_scheduler if scheduler is None else scheduler
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= max_steps:
-        raise UserError(f"steps must be an integer from 1 to {max_steps}, got {steps!r}")
-    if scheduler not in SCHEDULER_CLASSES:
-        raise UserError(f"unknown scheduler {scheduler!r} for ddpm; choose from: {', '.join(SCHEDULER_CLASSES)}")
+        raise UserError(f"steps must be an integer from 1 to {max_steps}, got {steps!r}", key="steps")
+    if scheduler not in schedulers:
+        raise UserError(f"unknown scheduler {scheduler!r} for {workload}; choose from: {', '.join(schedulers)}",
+                        key="scheduler")
     return SamplerChoice(steps, scheduler)
+
+
+def choose_sampler(steps: int | None, scheduler: str | None) -> SamplerChoice:
+    return sampler_choice("ddpm", steps, scheduler, default_steps=DEFAULT_STEPS, default_scheduler=DEFAULT_SCHEDULER,
+                          schedulers=tuple(SCHEDULER_CLASSES), max_steps=NOISE_SCHEDULE["num_train_timesteps"])
 
 
 class DDPM(Workload):

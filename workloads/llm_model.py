@@ -44,11 +44,8 @@ does); a tied head (`tie_word_embeddings`) needs no `lm_head.weight`.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -61,6 +58,7 @@ except ImportError:  # an older hub: no field validation, nothing of this kind t
 
 from ..bench.errors import UserError
 from . import checkpoint
+from .transformers_folder import MAX_SIZE, check_kind, is_size, quiet, read_config
 from .weights import CONFIG_NAME, _shards, list_weight_files, require_folder
 
 MODEL_NAME = "LlamaForCausalLM"
@@ -75,7 +73,6 @@ STALE_SUFFIX = "rotary_emb.inv_freq"
 # The sizes of a config the workload reads, each a positive integer; bounded so that a typo is refused.
 SIZE_KEYS: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                               "num_attention_heads", "max_position_embeddings")
-MAX_SIZE = 1 << 20
 
 
 class TensorCache:
@@ -156,21 +153,6 @@ class Decode(nn.Module):
         return last_logits(self.model, token, positions, TensorCache(kv, positions, length), mask)
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers' logging and Python warnings while a model is built from a config."""
-    from transformers.utils import logging as transformers_logging
-
-    level = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers_logging.set_verbosity(level)
-
-
 def make_config(values: Mapping[str, Any]) -> LlamaConfig:
     """A LlamaConfig that runs attention through SDPA (transformers' default where torch has it)."""
     with quiet():
@@ -212,45 +194,10 @@ NOT_ARCHITECTURE: tuple[str, ...] = ("torch_dtype", "dtype", "attn_implementatio
 LM_HEAD = "lm_head.weight"
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def read_json(folder: Path) -> dict[str, Any]:
-    """`folder/config.json` as a JSON object, or a one-line UserError saying what the folder should hold."""
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise UserError(f"weights folder {str(folder)!r} has no {CONFIG_NAME} (a transformers model folder, "
-                        f"as {MODEL_NAME}.save_pretrained writes it)")
-    try:
-        config = json.loads(path.read_text(), parse_constant=_no_constant)
-    except (OSError, ValueError) as error:
-        raise UserError(f"weights config {str(path)!r} is not readable JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise UserError(f"weights config {str(path)!r} must be a JSON object, got a {type(config).__name__}")
-    return config
-
-
-def _check_kind(config: Mapping[str, Any], where: str) -> None:
-    """Refuse a config written for another model: it must name LlamaForCausalLM or model_type llama."""
-    architectures, model_type = config.get("architectures"), config.get("model_type")
-    if architectures is None and model_type is None:
-        raise UserError(f"weights config {where!r} names no architectures or model_type; llm needs a {MODEL_NAME}")
-    if architectures is not None and (not isinstance(architectures, list) or MODEL_NAME not in architectures):
-        raise UserError(f"weights config {where!r} describes {architectures!r}; llm needs a {MODEL_NAME}")
-    if model_type is not None and model_type != MODEL_TYPE:
-        raise UserError(f"weights config {where!r} has model_type {model_type!r}; llm needs {MODEL_TYPE!r} "
-                        f"({MODEL_NAME})")
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
-
-
 def _check_sizes(config: Mapping[str, Any], where: str) -> None:
     """The sizes the network is made of: positive integers, heads that divide as attention needs."""
     for key in (*SIZE_KEYS, "num_key_value_heads", "head_dim"):
-        if config.get(key) is not None and not _is_size(config[key]):
+        if config.get(key) is not None and not is_size(config[key]):
             raise UserError(f"weights config {where!r}: {key} must be an integer from 1 to {MAX_SIZE}, "
                             f"got {config[key]!r}")
     heads = config.get("num_attention_heads")
@@ -266,9 +213,9 @@ def _check_sizes(config: Mapping[str, Any], where: str) -> None:
 
 def read_llm_config(folder: Path) -> LlamaConfig:
     """The LlamaConfig of `folder`, its kind and sizes checked; bookkeeping keys are left out."""
-    raw = read_json(folder)
+    raw = read_config(folder, MODEL_NAME)
     where = str(folder / CONFIG_NAME)
-    _check_kind(raw, where)
+    check_kind(raw, where, "llm", MODEL_NAME, (MODEL_TYPE,))
     _check_sizes(raw, where)
     try:
         return make_config({k: v for k, v in raw.items() if k not in NOT_ARCHITECTURE})

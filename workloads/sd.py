@@ -80,7 +80,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..bench import limits
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .diffusion import SCHEDULER_MODULES, SamplerChoice
+from .diffusion import SCHEDULER_MODULES, SamplerChoice, sampler_choice
 from .dit import TINY_VAE
 from .vae import SD_VAE_CONFIG
 
@@ -249,15 +249,8 @@ PRESETS: dict[str, SDPreset] = {
 
 
 def choose_sampler(steps: int | None, scheduler: str | None) -> SamplerChoice:
-    """Defaults filled in and validated; a bad value is the user's, named in a one-line UserError."""
-    steps = DEFAULT_STEPS if steps is None else steps
-    scheduler = DEFAULT_SCHEDULER if scheduler is None else scheduler
-    max_steps = NOISE_SCHEDULE["num_train_timesteps"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= max_steps:
-        raise UserError(f"steps must be an integer from 1 to {max_steps}, got {steps!r}", key="steps")
-    if scheduler not in SCHEDULERS:
-        raise UserError(f"unknown scheduler {scheduler!r} for sd; choose from: {', '.join(SCHEDULERS)}")
-    return SamplerChoice(steps, scheduler)
+    return sampler_choice("sd", steps, scheduler, default_steps=DEFAULT_STEPS, default_scheduler=DEFAULT_SCHEDULER,
+                          schedulers=SCHEDULERS, max_steps=NOISE_SCHEDULE["num_train_timesteps"])
 
 
 def check_guidance(value: Any) -> float:

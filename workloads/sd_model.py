@@ -13,13 +13,11 @@ first, the components dry-run there, in the parent before anything is measured.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -31,6 +29,7 @@ from ..bench.errors import UserError
 from . import checkpoint
 from .sd import (CLIP_BOS, CLIP_EOS, DECODER, DEFAULT_GUIDANCE, TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODERS, UNET,
                  Geometry, SDPreset)
+from .transformers_folder import quiet
 from .vae_model import LatentDecoder, build_random_vae, decoder_needs, latent_geometry
 from .weights import (CONFIG_NAME, _shards, check_diffusers_model, dry_run, list_weight_files, load_diffusers_model,
                       public_config, require_folder, weights_sha256)
@@ -151,28 +150,13 @@ def wrap_components(models: PipelineModels, guidance: float) -> dict[str, nn.Mod
     return {name: module.eval() for name, module in modules.items()}
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' logging and Python warnings while a text model is built from a config."""
-    from transformers.utils import logging as transformers_logging
-
-    level = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers_logging.set_verbosity(level)
-
-
 def clip_architecture(config: CLIPTextConfig) -> dict[str, Any]:
     return {key: getattr(config, key) for key in CLIP_KEYS}
 
 
 def build_text_encoder(model_class: type[TextModel], config: CLIPTextConfig, device: str) -> TextModel:
     """A CLIP text model from `config` on `device` (transformers' init), in eval mode, quietly."""
-    with quiet_transformers(), torch.device(device):
+    with quiet(), torch.device(device):
         return model_class(config).eval()
 
 
@@ -291,7 +275,7 @@ def read_clip_config(model_class: type[TextModel], folder: Path) -> CLIPTextConf
     if (architectures is not None and architectures != [name]) or model_type not in (None, CLIP_MODEL_TYPE):
         raise UserError(f"weights config {str(path)!r} describes {architectures or model_type!r}; sd needs a {name} here")
     try:
-        with quiet_transformers():
+        with quiet():
             return CLIPTextConfig(**{key: raw[key] for key in CLIP_KEYS if key in raw})
     except Exception as error:  # transformers' field validation raises several kinds
         raise UserError(f"weights config {str(path)!r} is not a valid {name} config: {' '.join(str(error).split())}") \

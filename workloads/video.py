@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..bench import limits
 from ..bench.errors import UserError
 from .base import Batch, ComponentFn, Workload
-from .diffusion import SCHEDULER_MODULES, SamplerChoice
+from .diffusion import SCHEDULER_MODULES, SamplerChoice, sampler_choice
 
 if TYPE_CHECKING:
     import torch
@@ -209,15 +209,9 @@ PRESETS: Mapping[str, VideoPreset] = {
 
 
 def choose_sampler(size: str, steps: int | None, scheduler: str | None) -> SamplerChoice:
-    """Defaults filled in and validated; a bad value is the user's, named in a one-line UserError."""
-    steps = PRESETS[size].steps if steps is None else steps
-    scheduler = DEFAULT_SCHEDULER if scheduler is None else scheduler
-    max_steps = SVD_SCHEDULER["num_train_timesteps"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= max_steps:
-        raise UserError(f"steps must be an integer from 1 to {max_steps}, got {steps!r}", key="steps")
-    if scheduler not in SCHEDULERS:
-        raise UserError(f"unknown scheduler {scheduler!r} for video; choose from: {', '.join(SCHEDULERS)}")
-    return SamplerChoice(steps, scheduler)
+    return sampler_choice("video", steps, scheduler, default_steps=PRESETS[size].steps,
+                          default_scheduler=DEFAULT_SCHEDULER, schedulers=SCHEDULERS,
+                          max_steps=SVD_SCHEDULER["num_train_timesteps"])
 
 
 def check_frames(value: Any, default: int) -> int:

@@ -24,12 +24,9 @@ same checks before it loads.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -43,6 +40,7 @@ except ImportError:  # an older hub: no field validation, nothing of this kind t
 from ..bench.errors import UserError
 from . import checkpoint
 from .vocoder import clip_frames
+from .transformers_folder import MAX_SIZE, check_kind, is_size, quiet, read_config
 from .weights import CONFIG_NAME, list_weight_files, require_folder
 
 MODEL_NAME = "SpeechT5HifiGan"
@@ -60,7 +58,6 @@ INT_LISTS: tuple[str, ...] = ("upsample_rates", "upsample_kernel_sizes", "resblo
 # The input normalisation's buffers, read only when `normalize_before` is set.
 NORMALISATION: tuple[str, ...] = ("mean", "scale")
 # Bound on every size in a folder's config: generous for any vocoder, small enough to refuse a typo.
-MAX_SIZE = 1 << 20
 RESIDUAL_GAIN = 0.5
 WAVEFORM_STD = 0.3
 FINAL_SLOPE = 0.01  # SpeechT5HifiGan's (and HiFi-GAN's) last leaky ReLU uses torch's default slope
@@ -78,21 +75,6 @@ def architecture(config: SpeechT5HifiGanConfig) -> dict[str, Any]:
 def hop_length(config: SpeechT5HifiGanConfig) -> int:
     """Waveform samples per mel frame: the product of the upsample rates."""
     return math.prod(int(rate) for rate in config.upsample_rates)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers' logging and Python warnings while a model is built from a config."""
-    from transformers.utils import logging as transformers_logging
-
-    level = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers_logging.set_verbosity(level)
 
 
 def _normal(weight: torch.Tensor, fan_in: float, gain: float) -> None:
@@ -135,55 +117,20 @@ def build_random_vocoder(model_config: Mapping[str, Any], seed: int) -> SpeechT5
     return model.eval()
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def read_json(folder: Path) -> dict[str, Any]:
-    """`folder/config.json` as a JSON object, or a one-line UserError saying what the folder should hold."""
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise UserError(f"weights folder {str(folder)!r} has no {CONFIG_NAME} (a transformers model folder, "
-                        "as SpeechT5HifiGan.save_pretrained writes it)")
-    try:
-        config = json.loads(path.read_text(), parse_constant=_no_constant)
-    except (OSError, ValueError) as error:
-        raise UserError(f"weights config {str(path)!r} is not readable JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise UserError(f"weights config {str(path)!r} must be a JSON object, got a {type(config).__name__}")
-    return config
-
-
-def _check_kind(config: Mapping[str, Any], where: str) -> None:
-    """Refuse a config written for another model: it must name SpeechT5HifiGan or its model type."""
-    architectures, model_type = config.get("architectures"), config.get("model_type")
-    if architectures is None and model_type is None:
-        raise UserError(f"weights config {where!r} names no architectures or model_type; vocoder needs a {MODEL_NAME}")
-    if architectures is not None and (not isinstance(architectures, list) or MODEL_NAME not in architectures):
-        raise UserError(f"weights config {where!r} describes {architectures!r}; vocoder needs a {MODEL_NAME}")
-    if model_type is not None and model_type not in MODEL_TYPES:
-        raise UserError(f"weights config {where!r} has model_type {model_type!r}; vocoder needs "
-                        f"{' or '.join(map(repr, MODEL_TYPES))} ({MODEL_NAME})")
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
-
-
 def _check_sizes(config: Mapping[str, Any], where: str) -> None:
     """The sizes the network is made of: positive integers, stage lists of matching lengths."""
     def refuse(key: str, what: str) -> UserError:
         return UserError(f"weights config {where!r}: {key} must be {what}, got {config[key]!r}")
 
     for key in (k for k in POSITIVE_INTS if k in config):
-        if not _is_size(config[key]):
+        if not is_size(config[key]):
             raise refuse(key, f"an integer from 1 to {MAX_SIZE}")
     for key in (k for k in INT_LISTS if k in config):
-        if not isinstance(config[key], list) or not config[key] or not all(map(_is_size, config[key])):
+        if not isinstance(config[key], list) or not config[key] or not all(map(is_size, config[key])):
             raise refuse(key, "a non-empty list of positive integers")
     dilations = config.get("resblock_dilation_sizes")
     if dilations is not None and not (isinstance(dilations, list) and dilations and all(
-            isinstance(d, list) and d and all(map(_is_size, d)) for d in dilations)):
+            isinstance(d, list) and d and all(map(is_size, d)) for d in dilations)):
         raise refuse("resblock_dilation_sizes", "a non-empty list of non-empty lists of positive integers")
 
 
@@ -206,9 +153,9 @@ def _check_stages(config: SpeechT5HifiGanConfig, where: str) -> None:
 
 def read_vocoder_config(folder: Path) -> SpeechT5HifiGanConfig:
     """The SpeechT5HifiGanConfig of `folder`, its architecture checked; other keys are left out."""
-    raw = read_json(folder)
+    raw = read_config(folder, MODEL_NAME)
     where = str(folder / CONFIG_NAME)
-    _check_kind(raw, where)
+    check_kind(raw, where, "vocoder", MODEL_NAME, MODEL_TYPES)
     _check_sizes(raw, where)
     try:
         with quiet():
