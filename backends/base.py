@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     # so the workload's loss can be backpropagated and its optimizer stepped. Inference-only runtimes
     # (an ONNX graph, an engine) are refused in train mode with why.
     trains: ClassVar[bool] = False
+    # True for a backend whose prepare builds a graph or an engine from the module (an export, a compile):
+    # its cold start grows with the model's graph, seconds per component on a CPU, where an eager backend's
+    # is a copy of the weights.
+    compiles: ClassVar[bool] = False
 
     @abc.abstractmethod
     def available(self) -> str | None:

@@ -105,6 +105,7 @@ def _numpy_dtype(tensor: "torch.Tensor") -> Any:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    compiles = True
     description = "ONNX Runtime on the cached ONNX export (CPU, CUDA, TensorRT or OpenVINO provider)"
     precisions = ("fp32", "fp16")
     input_format = "onnx"

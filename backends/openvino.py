@@ -158,6 +158,7 @@ class _ModelState:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    compiles = True
     description = "OpenVINO on the cached ONNX export (CPU, GPU, NPU, AUTO), configured like benchmark_app"
     precisions = ("fp32", "bf16", "fp16")
     input_format = "onnx"

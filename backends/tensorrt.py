@@ -325,6 +325,7 @@ class TensorRTSession:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    compiles = True
     description = "NVIDIA TensorRT engine built from the ONNX export (CUDA devices only)"
     precisions = ("fp32", "fp16", "bf16")
     input_format = "onnx"

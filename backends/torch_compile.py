@@ -129,6 +129,7 @@ def use_inductor_cache() -> str:
 
 class TorchCompileBackend(Backend):
     name = "torch-compile"
+    compiles = True
     description = "torch.compile (inductor): fused kernels; compile time is cold start"
     precisions = ("fp32", "fp16", "bf16")
     trains = True

@@ -4,11 +4,14 @@ Each backend is checked on every workload (tiny) at every precision it
 declares: prepare a session, call it on the workload's example inputs, and
 compare with eager fp32 — the fidelity gate in miniature. A backend that is
 unavailable on this machine is skipped with its own reason. fp32 runs by
-default; the reduced precisions are `slow` (compiling backends pay a cold
-compile per precision, minutes on 2 cores) and run with `pytest -m slow`.
+default; the reduced precisions, and compiling backends on multi-component
+pipelines, are `slow` (a cold compile per component and precision, minutes on
+2 cores) and run with `pytest -m slow`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -21,11 +24,29 @@ from aigcbench.bench.fidelity import relative_l2
 from aigcbench.workloads import registry as workloads
 
 
+@functools.lru_cache(maxsize=None)
+def _component_count(workload: str) -> int:
+    return len(workloads.build(workload, "tiny", seed=3, steps=2).components())
+
+
+def _slow(backend: str, workload: str, precision: str) -> bool:
+    """Reduced precisions; and a compiling backend on a pipeline of several components.
+
+    A compile or an export costs seconds to a minute per component on 2 cores, so the default run
+    compiles every single-component workload on every backend (each compile path, whole) and leaves
+    the multi-component pipelines' compiles to `-m slow`; eager backends run everything.
+    """
+    if precision != "fp32":
+        return True
+    plugin = backends.get(backend)
+    return bool(getattr(plugin, "compiles", False)) and plugin.available() is None and _component_count(workload) > 1
+
+
 def _cases():
     for backend in backends.names():
         for workload in workloads.names():
             for precision in PRECISIONS:
-                marks = () if precision == "fp32" else (pytest.mark.slow,)
+                marks = (pytest.mark.slow,) if _slow(backend, workload, precision) else ()
                 yield pytest.param(backend, workload, precision, id=f"{backend}-{workload}-{precision}", marks=marks)
 
 
