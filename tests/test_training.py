@@ -96,12 +96,13 @@ def test_the_gan_step_is_binary_cross_entropy_with_alternating_steps() -> None:
 def test_the_vae_step_is_the_negative_elbo() -> None:
     workload = tiny("vae")
     images, eps = workload.make_batch(2, 4).inputs
-    mean, logvar = workload.encoder(images).chunk(2, dim=1)
-    z = mean + (0.5 * logvar).exp() * eps
-    recon = workload.decoder(z)
-    # -log N(x; x̂, I) without its constant, and KL(N(μ, σ²) ‖ N(0, I)), per image, averaged
-    nll = 0.5 * ((recon - images) ** 2).sum(dim=(1, 2, 3))
-    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
+    with torch.no_grad():  # the expected values only: no graph kept for them
+        mean, logvar = workload.encoder(images).chunk(2, dim=1)
+        z = mean + (0.5 * logvar).exp() * eps
+        recon = workload.decoder(z)
+        # -log N(x; x̂, I) without its constant, and KL(N(μ, σ²) ‖ N(0, I)), per image, averaged
+        nll = 0.5 * ((recon - images) ** 2).sum(dim=(1, 2, 3))
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
     out = workload.step(workload.components(), workload.make_batch(2, 4))
     assert float(out["reconstruction"]) == pytest.approx(float(nll.mean()), rel=1e-5)
     assert float(out["kl"]) == pytest.approx(float(kl.mean()), rel=1e-5)
