@@ -15,6 +15,7 @@ import torch
 from aigcbench.bench.errors import UserError
 from aigcbench.workloads import flops, registry
 from aigcbench.workloads import sd as sd_module
+from aigcbench.workloads import sd_presets
 from aigcbench.workloads.sd import CLIP_BOS, CLIP_EOS, DECODER, SCHEDULERS, TEXT_ENCODER, TEXT_ENCODER_2, UNET
 from aigcbench.workloads.sd_model import build_random_pipeline
 
@@ -133,7 +134,7 @@ def test_schedulers_differ_and_euler_is_the_default() -> None:
 
 def test_sdxl_conditioning_runs_two_encoders_and_the_text_time_embedding(monkeypatch) -> None:
     # The tiny SDXL preset: the same code path as `large` (two encoders, pooled row, size ids), tiny sizes.
-    monkeypatch.setitem(sd_module.PRESETS, "tiny", sd_module.TINY_XL)
+    monkeypatch.setitem(sd_presets.PRESETS, "tiny", sd_presets.TINY_XL)
     workload = build()
     assert workload.xl and set(workload.components()) == {TEXT_ENCODER, TEXT_ENCODER_2, UNET, DECODER}
     assert workload.components()[UNET].unet.config.addition_embed_type == "text_time"
@@ -152,7 +153,7 @@ def test_sdxl_conditioning_runs_two_encoders_and_the_text_time_embedding(monkeyp
 
 
 def save_tiny_pipeline(folder: Path) -> None:
-    models = build_random_pipeline(sd_module.PRESETS["tiny"], 5)
+    models = build_random_pipeline(sd_presets.PRESETS["tiny"], 5)
     models.text_encoders[0].save_pretrained(folder / "text_encoder")
     models.unet.save_pretrained(folder / "unet")
     models.vae.save_pretrained(folder / "vae")
@@ -191,3 +192,9 @@ def test_a_record_lists_each_component_with_its_params_and_flops(tmp_path: Path)
     assert all(c["params"] > 0 and c["flops_per_item"] > 0 for c in components.values())
     assert record["metrics"]["fidelity"]["passed"] is True
     assert set(record["metrics"]["component_latency_s"]) == {TEXT_ENCODER, UNET, DECODER}
+
+
+def test_reduced_precision_tolerances_widen_with_guidance_and_fp32_never() -> None:
+    assert build(params={"guidance": 1.0}).tolerances == registry.get("dcgan").tolerances
+    guided = build().tolerances
+    assert guided["fp32"] == 1e-4 and guided["bf16"] == pytest.approx(0.05 * 7.5 / 2.5)

@@ -28,7 +28,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from ..bench.errors import UserError
 from . import checkpoint
 from .sd import (CLIP_BOS, CLIP_EOS, DECODER, DEFAULT_GUIDANCE, TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODERS, UNET,
-                 Geometry, SDPreset)
+                 Geometry)
+from .sd_presets import SDPreset
 from .transformers_folder import quiet
 from .vae_model import LatentDecoder, build_random_vae, decoder_needs, latent_geometry
 from .weights import (CONFIG_NAME, _shards, check_diffusers_model, dry_run, list_weight_files, load_diffusers_model,
