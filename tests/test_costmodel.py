@@ -198,3 +198,15 @@ def test_ddpm_base_traces_and_agrees_with_the_flop_counter() -> None:
     cm = cost_model(workload)
     assert cm.flops(1) == flops.flops_per_item(workload)
     assert all(op.flops_fixed == 0 for op in cm.operators)
+
+
+@pytest.mark.parametrize("name", __import__("aigcbench.workloads.registry", fromlist=["names"]).names())
+def test_every_workload_has_a_cost_model(name: str) -> None:
+    # The planner prices any record in the store: a workload whose operators change with the batch
+    # (beyond batch 1's views) would stop every plan over a store that holds it.
+    from aigcbench.workloads import registry
+
+    workload = registry.build(name, "tiny", steps=2)
+    model = cost_model(workload)
+    assert model.operators and {op.component for op in model.operators} == set(workload.components())
+    assert model.memory_bytes(4, "fp32") > model.memory_bytes(1, "fp32") > 0

@@ -36,7 +36,7 @@ from ...bench.errors import UserError
 
 CACHE_FILE = "costmodel.json"
 # Bump when the counting rules change (the skip list, the byte rule): old entries are then recounted.
-COUNTING_VERSION = 1
+COUNTING_VERSION = 2  # 2: fitted from the batch-2 and batch-3 traces (costtrace.FIT_BATCH)
 
 ELEMENT_BYTES: Mapping[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Where a device has no units for a precision it computes in the next one

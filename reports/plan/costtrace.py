@@ -56,6 +56,12 @@ def param_bytes(workload: Workload) -> int:
     return sum(unique.values())
 
 
+# The batches traced: 2 and 3, not 1 and 2. At batch 1 a size-1 dimension lets a reshape stay a view that
+# needs a copy at any larger batch (attention's head split, in transformers' CLIP and Llama), so batch 1's
+# operators are not every other batch's; from 2 on they are. Batch 1 is then priced with those copies:
+# slightly high, never low.
+FIT_BATCH = 2
+
 # A cached row: [op, count per call, flops_fixed, flops_per_item,
 # float_bytes_fixed, float_bytes_per_item, other_bytes_fixed, other_bytes_per_item].
 Row = list[Any]
@@ -68,7 +74,8 @@ def component_rows(workload: Workload, component: str) -> list[Row]:
     cached = read_cache(path)
     if valid_rows(cached.get(key)):
         return cached[key]
-    rows = fit_traces(trace_call(workload, component, 1), trace_call(workload, component, 2))
+    low = FIT_BATCH
+    rows = fit_traces(trace_call(workload, component, low), trace_call(workload, component, low + 1), low)
     write_cache(path, {**cached, key: rows})
     return rows
 
@@ -87,8 +94,8 @@ def valid_rows(rows: object) -> bool:
 Traced = tuple[str, int, int, int]
 
 
-def fit_traces(one: Sequence[Traced], two: Sequence[Traced]) -> list[Row]:
-    """Fit each operator of the batch-1 and batch-2 traces as fixed + B × per-item, then aggregate.
+def fit_traces(one: Sequence[Traced], two: Sequence[Traced], low_batch: int = 1) -> list[Row]:
+    """Fit each operator of the traces at `low_batch` and one more as fixed + B × per-item, then aggregate.
 
     The traces must be the same operators in the same order; a model whose
     graph changes with the batch size would make the fit meaningless, so
@@ -101,7 +108,7 @@ def fit_traces(one: Sequence[Traced], two: Sequence[Traced]) -> list[Row]:
     fitted: Counter[tuple[Any, ...]] = Counter()
     for (op, *costs1), (_, *costs2) in zip(one, two):
         per_item = [c2 - c1 for c1, c2 in zip(costs1, costs2)]
-        fixed = [c1 - p for c1, p in zip(costs1, per_item)]
+        fixed = [c1 - low_batch * p for c1, p in zip(costs1, per_item)]
         fitted[(op, fixed[0], per_item[0], fixed[1], per_item[1], fixed[2], per_item[2])] += 1
     return [[key[0], count, *key[1:]] for key, count in fitted.items()]
 
