@@ -31,7 +31,8 @@ from ..backends import onnx_export
 from ..backends.base import Backend, PrepareContext, Session
 from ..workloads import registry as workload_registry
 from ..workloads.base import Batch, Workload
-from ..workloads.flops import component_table, flops_per_item, param_count, per_unit
+from ..workloads.flops import component_table, param_count, per_unit
+from ..workloads.params import PARAMS
 from . import fidelity_cache, scenarios
 from .clock import Clock, perf_clock
 from .config import RunConfig
@@ -148,11 +149,10 @@ def failure_record(config: RunConfig, reason: str, metadata: Mapping[str, Any]) 
     reported and skipped on resume like any other.
     """
     backend = backend_registry.get(config.backend)
-    workload_class = workload_registry.get(config.workload)
     workload = {
         "name": config.workload,
         "size": config.size,
-        "unit": (workload_registry.training_class(config.workload) if config.mode == "train" else workload_class).unit,
+        "unit": workload_registry.resolve(config.workload, config.mode).unit,
         "mode": config.mode,
         "params": None,
         "flops_per_item": None,
@@ -193,8 +193,6 @@ def _prepare_cell(
 
 
 def _ignored_option_warnings(workload: Workload, config: RunConfig) -> list[str]:
-    from ..workloads.params import PARAMS
-
     unused = [PARAMS[key].flag for key in config.params if key not in workload.accepts]
     warnings = [f"{flag} ignored: {workload.name} has no such parameter" for flag in unused]
     if workload.iterative:
@@ -206,6 +204,8 @@ def _ignored_option_warnings(workload: Workload, config: RunConfig) -> list[str]
 def _describe_workload(workload: Workload, config: RunConfig) -> dict[str, Any]:
     params = param_count(workload)
     units = workload.units_per_row()
+    components = component_table(workload)  # each component's FLOPs read once (flops_per_item's sum, here)
+    row_flops = sum(c["flops_per_call"] * c["calls_per_batch"] for c in components.values())
     return {
         "name": workload.name,
         "family": workload.family,
@@ -216,9 +216,9 @@ def _describe_workload(workload: Workload, config: RunConfig) -> dict[str, Any]:
         "params": params,
         "param_bytes": params * _BYTES_PER_PARAM[config.precision],
         # Per unit of work: a row's FLOPs shared by the units it yields (an LLM row's tokens).
-        "flops_per_item": per_unit(flops_per_item(workload), units),
+        "flops_per_item": per_unit(row_flops, units),
         "calls_per_batch": dict(workload.calls_per_batch()),
-        "components": component_table(workload),
+        "components": components,
         "config": workload.config(),
     }
 
@@ -280,8 +280,7 @@ def _measure(
                 session.synchronize()
         tolerance = workload.tolerances[cell.config.precision]
         if workload.mode == "train":  # the loss and gradient norm of the checked step are the record's too
-            m = replace(m, train={name: float(t.detach().float().cpu().reshape(-1)[0])
-                                  for name, t in outputs.items() if t.numel() == 1})
+            m = replace(m, train={name: t.detach().item() for name, t in outputs.items() if t.numel() == 1})
         return replace(m, fidelity=gate(outputs, reference, tolerance, workload.ungated_outputs()))
     except (UserError, BackendUnavailable):
         raise  # a refusal of the input (or of this machine), not a result: nothing is stored for it

@@ -63,14 +63,12 @@ def check(
     workload_class = get(name)
     if size not in workload_class.sizes:
         raise UserError(f"unknown size {size!r} for {name}; choose from: {', '.join(workload_class.sizes)}")
-    if mode == "train" and workload_class.training is None:
-        trainable = ", ".join(n for n in names() if get(n).training is not None)
-        raise UserError(f"--mode train: {name} has no training step; workloads that train: {trainable}", key="mode")
+    built = resolve(name, mode)
     if weights is not None:
         if not str(weights):
             raise UserError("--weights must name a folder, got ''")
         # What is built is what checks the folder: a training step may need tensors inference does not.
-        check_weights(training_class(name) if mode == "train" else workload_class, size, Path(weights))
+        check_weights(built, size, Path(weights))
     if not workload_class.iterative:
         return workload_class
     if scheduler is not None and scheduler not in workload_class.schedulers:
@@ -98,12 +96,15 @@ def _checked(workload_class: type[Workload], size: str, folder: Path, resolved: 
     workload_class.check_weights(size, folder)
 
 
-def training_class(name: str) -> type[Workload]:
-    """The training step registered for workload `name` (imports its module on first use)."""
-    training = get(name).training
-    if training is None:
-        raise UserError(f"--mode train: {name} has no training step", key="mode")
-    return load(training)
+def resolve(name: str, mode: str = "infer") -> type[Workload]:
+    """The class a cell of workload `name` builds in `mode`: the workload, or its training step (imported on first use)."""
+    workload_class = get(name)
+    if mode != "train":
+        return workload_class
+    if workload_class.training is None:
+        trainable = ", ".join(n for n in names() if get(n).training is not None)
+        raise UserError(f"--mode train: {name} has no training step; workloads that train: {trainable}", key="mode")
+    return load(workload_class.training)
 
 
 def model_modules(workloads: Iterable[str]) -> tuple[str, ...]:
@@ -130,9 +131,8 @@ def build(
     others are dropped here, and the harness records a warning when the user
     gave them. In `mode="train"` the workload's training step is built instead (`Workload.training`).
     """
-    workload_class = check(name, size, steps=steps, scheduler=scheduler, weights=weights, mode=mode)
-    if mode == "train":
-        workload_class = training_class(name)
+    check(name, size, steps=steps, scheduler=scheduler, weights=weights, mode=mode)
+    workload_class = resolve(name, mode)
     extra: dict[str, Any] = {}
     if workload_class.accepts:
         extra["params"] = {k: v for k, v in (params or {}).items() if k in workload_class.accepts}

@@ -53,7 +53,3 @@ class Trainer:
     def describe(self) -> dict[str, Any]:
         return dict(self.settings)
 
-
-def train_mode(modules: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
-    """The modules, each switched to train mode (BatchNorm on batch statistics, dropout on)."""
-    return {name: module.train() for name, module in modules.items()}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .base import Batch, ComponentFn, Workload
 
@@ -86,12 +86,14 @@ class VAEDecoder(Workload):
     description = "AutoencoderKL decoder (Stable Diffusion VAE): one decode from scaled latents to image"
     model_modules = ("aigcbench.workloads.vae_model", "diffusers.models.autoencoders.autoencoder_kl")
     training = "aigcbench.workloads.vae_train:VAETraining"
+    # Whether a --weights checkpoint must hold the encoder too (training encodes); the decoder alone otherwise.
+    needs_encoder: ClassVar[bool] = False
 
     @classmethod
     def check_weights(cls, size: str, folder: Path) -> None:
         from .vae_model import check_vae_folder
 
-        check_vae_folder(folder, PRESETS[size].image_size)
+        check_vae_folder(folder, PRESETS[size].image_size, whole=cls.needs_encoder)
 
     def __init__(
         self,
@@ -114,7 +116,7 @@ class VAEDecoder(Workload):
         else:
             from diffusers import AutoencoderKL
 
-            vae = load_diffusers_model(AutoencoderKL, folder, decoder_needs if self.mode == "infer" else None)
+            vae = load_diffusers_model(AutoencoderKL, folder, None if self.needs_encoder else decoder_needs)
             self.weights_digest = weights_sha256(folder)
         self.model_config = public_config(vae)
         self.image_size = preset.image_size

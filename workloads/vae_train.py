@@ -36,14 +36,7 @@ class VAETraining(VAEDecoder):
     mode = "train"
     unit = "sample"
     description = "VAE training: an Adam step on the negative ELBO (reconstruction + KL) per batch"
-
-    @classmethod
-    def check_weights(cls, size: str, folder: Path) -> None:
-        from .vae import PRESETS
-        from .vae_model import check_vae_folder
-
-        # Training encodes too: a decoder-only checkpoint, enough for inference, is refused here.
-        check_vae_folder(folder, PRESETS[size].image_size, whole=True)
+    needs_encoder = True  # a decoder-only checkpoint, enough for inference, is refused for training
 
     def __init__(self, size: str, seed: int = 0, *, steps: int | None = None, scheduler: str | None = None,
                  weights: Path | None = None) -> None:
