@@ -14,6 +14,11 @@ DEMO_REPORT ?= aigcbench-report.html
 DEMO_PLAN_SWEEP ?= sweeps/demo-plan.toml
 DEMO_PLAN ?= aigcbench-plan.html
 
+# Dedicated environments (bench/interpreters.py): a backend whose runtime pins versions that clash with
+# ours runs its cells in $(AIGCBENCH_ENVS)/NAME, made by `make env-NAME` from envs/NAME.txt.
+AIGCBENCH_ENVS ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/aigcbench/envs
+ENV_SPECS ?= envs
+
 .PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
@@ -43,6 +48,20 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=min,median,mean,rounds -o addopts=""
+
+# torch first, pinned (the CPU wheel); then this aigcbench (editable, no extras: the worker is our code)
+# and the environment's own pins in one resolve, so pip settles them together.
+.PRECIOUS: $(AIGCBENCH_ENVS)/%/.installed
+env-%: $(AIGCBENCH_ENVS)/%/.installed
+	@echo "environment $* ready: $(AIGCBENCH_ENVS)/$*/bin/python"
+
+$(AIGCBENCH_ENVS)/%/.installed: $(ENV_SPECS)/%.txt pyproject.toml
+	$(PYTHON) -m venv $(AIGCBENCH_ENVS)/$*
+	$(AIGCBENCH_ENVS)/$*/bin/pip install --quiet --upgrade pip "setuptools>=77" wheel
+	$(AIGCBENCH_ENVS)/$*/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(AIGCBENCH_ENVS)/$*/bin/pip install --quiet -e . -r $(ENV_SPECS)/$*.txt "$(TORCH_SPEC)"
+	$(AIGCBENCH_ENVS)/$*/bin/pip check
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info

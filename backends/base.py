@@ -92,6 +92,10 @@ class Backend(abc.ABC):
     # its cold start grows with the model's graph, seconds per component on a CPU, where an eager backend's
     # is a copy of the weights.
     compiles: ClassVar[bool] = False
+    # The dedicated Python environment this backend's cells run in, by name, for a runtime whose pinned
+    # dependencies clash with ours: `make env-NAME` makes it, and the harness then starts the cell's worker
+    # in that environment's interpreter (`bench/interpreters.py`). None: the interpreter that runs aigcbench.
+    environment: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def available(self) -> str | None:

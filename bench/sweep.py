@@ -7,11 +7,14 @@ finished sweep measures nothing and gives the same verdict — unless `force`
 Each new record is appended to the store the moment its cell ends, so an
 interrupted sweep keeps every finished cell and the rerun continues from there.
 
-Cells run through an executor: local worker processes today (one at a time,
-so cells never compete for the machine they measure; each forked from one
-pre-imported zygote per sweep, see `bench/zygote.py`). A cluster executor
-(Ray, one task per cell pinned to the node with the needed accelerator) fits
-the same seam.
+A cell run in another interpreter (`python = ...`, `bench/interpreters.py`)
+is another measurement of the same config: resume matches the interpreter too.
+
+Cells run through an executor: local worker processes (`bench/local_executor.py`:
+one at a time, so cells never compete for the machine they measure; each
+forked from a pre-imported zygote, see `bench/zygote.py`), or a cluster's
+(Ray, one task per cell pinned to the node with the needed accelerator),
+behind the same seam: `Executor`.
 """
 
 from __future__ import annotations
@@ -20,55 +23,27 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .errors import BackendUnavailable, UserError
-from .isolation import check_cells, run_isolated
-from .launchers import Launcher, ZygoteLauncher
+from .local_executor import LocalWorkers, cell_interpreter
 from .record import Record
 from .resources import check_memory_limit
 from .cell_check import check_config
 from .runner import RunObserver
 from .store import Store
 from .sweep_file import SweepCell, SweepPlan
-from .walltime import Timeline
-
-# How long the check of every cell may take before the cells are left to check themselves.
-CHECK_TIMEOUT_S = 600.0
 
 Action = Literal["ran", "stored", "skipped"]
 
 
 class Executor(Protocol):
+    """Where and how cells run: `LocalWorkers` (this machine, one at a time) or a cluster's."""
+
+    def skipped(self, cell: SweepCell, hardware_key: str) -> str | None: ...
+
+    def check(self, cells: list[SweepCell]) -> list[dict | None]: ...
+
     def run(self, cell: SweepCell, observer: RunObserver) -> Record: ...
 
-
-class LocalWorkers:
-    """One worker process per cell, with the cell's timeout, forked from a pre-imported zygote by default.
-
-    The zygote starts at the first use (the cells' check, or the first cell)
-    and lives until `close()`; pass `launchers.ColdLauncher()` to start every
-    cell in a fresh interpreter. Each record's `metadata.wall_s` runs from
-    where the previous cell's ended (the first: from `timeline`'s marks, the
-    command's start), so the cells' parts add up to the sweep's wall time.
-    """
-
-    def __init__(self, launcher: Launcher | None = None, timeline: Timeline | None = None) -> None:
-        self.launcher = launcher if launcher is not None else ZygoteLauncher()
-        self._timeline = timeline
-
-    def run(self, cell: SweepCell, observer: RunObserver) -> Record:
-        timeline, self._timeline = self._timeline or _since_last(), None
-        record = run_isolated(
-            cell.config, timeout_s=cell.timeout_s, observer=observer, memory_limit_bytes=cell.memory_limit_bytes,
-            launcher=self.launcher, timeline=timeline,
-        )
-        self._timeline = _since_last()
-        return record
-
-    def check(self, configs: list) -> list[dict] | None:
-        """The runtime checks of `configs` (`bench/cell_check.py`), started the way the cells will be."""
-        return check_cells(configs, self.launcher, CHECK_TIMEOUT_S, self._timeline)
-
-    def close(self) -> None:
-        self.launcher.close()
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,23 +61,36 @@ class SweepProgress(Protocol):
     def cell_done(self, index: int, result: CellResult) -> None: ...
 
 
-def _since_last() -> Timeline:
-    timeline = Timeline()
-    timeline.mark("sweep")
-    return timeline
-
-
-def unavailable_cells(plan: SweepPlan, workers: "LocalWorkers | None" = None) -> dict[int, str]:
+def unavailable_cells(plan: SweepPlan, workers: "Executor | None" = None, hardware_key: str | None = None) -> dict[int, str]:
     """Check every cell before anything runs; return the ones this machine cannot run, with why.
 
     Bad input (an option value, a precision the backend refuses) raises
     `UserError` here, so a sweep never fails halfway on something it could
     have refused up front. A backend or device missing on this machine is not
-    bad input — the same file runs elsewhere — so those cells are skipped.
+    bad input — the same file runs elsewhere — so those cells are skipped, as
+    are cells the executor cannot place (pinned to other hardware).
     What needs the runtimes is checked by `workers` (`bench/cell_check.py`,
-    once per distinct config, where the cells will run; without `workers`, by
-    workers started for it and closed after).
+    once per distinct config and interpreter, where the cells will run;
+    without `workers`, by local workers started for it and closed after).
     """
+    own = LocalWorkers() if workers is None else None
+    executor = workers or own
+    try:
+        missing = _declared_checks(plan, executor, hardware_key or _hardware_key())
+        missing.update(_runtime_checks(plan, executor, set(missing)))
+    finally:
+        if own is not None:
+            own.close()
+    return missing
+
+
+def _hardware_key() -> str:
+    from .probes.environment import fingerprint
+
+    return fingerprint()["hardware_key"]
+
+
+def _declared_checks(plan: SweepPlan, executor: "Executor", hardware_key: str) -> dict[int, str]:
     missing: dict[int, str] = {}
     for index, cell in enumerate(plan.cells):
         try:
@@ -111,29 +99,24 @@ def unavailable_cells(plan: SweepPlan, workers: "LocalWorkers | None" = None) ->
                 check_memory_limit(cell.memory_limit_bytes, cell.config.device, "memory_limit")
         except BackendUnavailable as err:  # a plugin backend that does not load
             missing[index] = str(err)
+            continue
         except UserError as err:
             raise UserError(f"{cell.origin}: {err}", key=err.key) from None
-    own = LocalWorkers() if workers is None else None
-    try:
-        missing.update(_runtime_checks(plan, workers or own, set(missing)))
-    finally:
-        if own is not None:
-            own.close()
+        why = executor.skipped(cell, hardware_key)
+        if why is not None:
+            missing[index] = why
     return missing
 
 
-def _runtime_checks(plan: SweepPlan, workers: "LocalWorkers", known: set[int]) -> dict[int, str]:
+def _runtime_checks(plan: SweepPlan, workers: "Executor", known: set[int]) -> dict[int, str]:
     cells = [(index, cell) for index, cell in enumerate(plan.cells) if index not in known]
-    configs = {cell.config.key(): cell.config for _, cell in cells}  # one check per distinct config
-    if not configs:
+    if not cells:
         return {}
-    results = workers.check(list(configs.values()))
-    if results is None:
-        return {}  # the check itself died: each cell's worker checks again before it measures
-    by_key = dict(zip(configs, results))
+    results = workers.check([cell for _, cell in cells])
     missing: dict[int, str] = {}
-    for index, cell in cells:
-        result = by_key[cell.config.key()]
+    for (index, cell), result in zip(cells, results):
+        if result is None:
+            continue  # its check died: the cell's worker checks again before it measures
         if result.get("exit_code") == BackendUnavailable.exit_code:
             missing[index] = str(result["message"])
         elif result.get("exit_code") == UserError.exit_code:
@@ -141,14 +124,26 @@ def _runtime_checks(plan: SweepPlan, workers: "LocalWorkers", known: set[int]) -
     return missing
 
 
-def stored_records(store: Store, hardware_key: str) -> dict[str, Record]:
-    """The latest stored record of each config measured on this hardware, by config key."""
+def stored_records(store: Store, hardware_key: str) -> dict[str, dict[str | None, Record]]:
+    """The latest stored record of each config measured on this hardware: by config key, then interpreter.
+
+    The interpreter is the record's `environment.executable`; None for a record
+    of an aigcbench that did not record it (it ran in the one interpreter there was).
+    """
     from .config import config_key
 
-    latest: dict[str, Record] = {}
-    for record in store.records(hardware_key=hardware_key):
-        latest[config_key(record.config)] = record  # oldest first, so the last one wins
+    latest: dict[str, dict[str | None, Record]] = {}
+    for record in store.records(hardware_key=hardware_key):  # oldest first, so the last one wins
+        latest.setdefault(config_key(record.config), {})[record.environment.get("executable")] = record
     return latest
+
+
+def previous_record(stored: dict[str, dict[str | None, Record]], cell: SweepCell) -> Record | None:
+    """The stored record that already measured `cell`: same config and hardware, run in the same interpreter."""
+    held = stored.get(cell.config.key())
+    if not held:
+        return None
+    return held.get(cell_interpreter(cell), held.get(None))
 
 
 def run_sweep(
@@ -171,11 +166,11 @@ def run_sweep(
     executor = executor or owned
     try:
         if skip is None:
-            skip = unavailable_cells(plan, executor if isinstance(executor, LocalWorkers) else None)
+            skip = unavailable_cells(plan, executor, hardware_key)
         stored = {} if force else stored_records(store, hardware_key)
         results: list[CellResult] = []
         for index, cell in enumerate(plan.cells):
-            previous = stored.get(cell.config.key())
+            previous = previous_record(stored, cell)
             if index in skip:
                 result = CellResult(cell, "skipped", note=skip[index])
             elif previous is not None and not (retry_failed and previous.status == "failed"):

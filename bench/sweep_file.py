@@ -45,7 +45,12 @@ Keys. A cell takes the options of `aigcbench run`, spelled with underscores
 (`batch_size`, `min_iterations`, `slo_p99`, `find_max_rate`, ...; see
 `bench.config.OPTION_KEYS`), plus `timeout`: the seconds its worker may run
 before it is stopped and the cell recorded as failed, and `memory_limit`: the
-memory its worker may take (`bench/resources.py`). `[defaults]`,
+memory its worker may take (`bench/resources.py`), `python`: the interpreter
+its worker runs in (a path, relative to the sweep file's folder; that
+interpreter must have this aigcbench installed, `bench/interpreters.py`), and
+`hardware`: the kind of machine the cell is pinned to (a Ray custom resource
+under `--executor ray`; the local executor skips a cell pinned to hardware
+other than this machine's `hardware_key`). `[defaults]`,
 `[matrix]`, `[[cell]]`, `set` and `where`/`[[exclude]]` all take these keys;
 anything else is refused, as is any top-level table other than the six above.
 
@@ -67,7 +72,7 @@ Order and identity. Matrix cells come first, in expansion order, then the
 explicit cells in file order. A cell's origin names where it came from:
 `matrix #3` (its position in the full cross product, so excluding other
 cells never renumbers it) or `cell #1 (line 40)`. Two cells with the same
-configuration, timeout and memory limit are refused, and so is a sweep with no cell.
+configuration, timeout, memory limit, interpreter and hardware are refused, and so is a sweep with no cell.
 
 Limits. A sweep of more than `max_cells` cells (10 000 by default; `aigcbench
 sweep --max-cells N` raises it), counted from the matrix's list lengths before
@@ -93,6 +98,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..workloads import registry as workload_registry
 from .config import RunConfig
 from .errors import UserError
+from .interpreters import check_python
 from .sweep_expand import Draft, apply_overrides, check_cell_count, exclude, explicit_drafts, matrix_drafts, no_cells
 from .sweep_tables import (
     CELL_KEYS,
@@ -131,6 +137,8 @@ class SweepCell:
     timeout_s: float
     origin: str  # "matrix #3", "cell #1 (line 40)"
     memory_limit_bytes: int | None = None  # None: no limit
+    python: str | None = None  # the interpreter its worker runs in, absolute and checked; None: the default
+    hardware: str | None = None  # the kind of machine it is pinned to; None: any
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,7 @@ def _without_cyclic_gc() -> Iterator[None]:
 def _build(file: SourceFile, draft: Draft, settings: SweepSettings, checked: set[tuple[Any, ...]]) -> SweepCell:
     values = {key: value for key, value in draft.values.items() if key not in LOADER_KEYS}
     limits = _limits(file, draft, settings)
+    python, hardware = _placement(file, draft)
     try:
         config = RunConfig.from_options(values)
         # Per-workload choices (sizes, schedulers) are cheap to check now and costly to discover mid-sweep.
@@ -209,7 +218,20 @@ def _build(file: SourceFile, draft: Draft, settings: SweepSettings, checked: set
             checked.add(choices)
     except UserError as exc:
         raise _blame(file, draft, str(exc)) from exc
-    return SweepCell(config=config, timeout_s=limits[0], origin=draft.origin, memory_limit_bytes=limits[1])
+    return SweepCell(config=config, timeout_s=limits[0], origin=draft.origin, memory_limit_bytes=limits[1],
+                     python=python, hardware=hardware)
+
+
+def _placement(file: SourceFile, draft: Draft) -> tuple[str | None, str | None]:
+    """Where the cell's worker runs: its interpreter (checked, once per path) and the hardware it is pinned to."""
+    python = draft.values.get("python")
+    if python is not None:
+        place = draft.sources["python"] / "python"
+        try:
+            python = check_python(python, "python", base=file.path.parent)
+        except UserError as exc:
+            raise file.error(place, str(exc).removeprefix("python: ").removeprefix("python ")) from None
+    return python, draft.values.get("hardware")
 
 
 def _limits(file: SourceFile, draft: Draft, settings: SweepSettings) -> tuple[float, int | None]:
@@ -258,15 +280,17 @@ def _blame(file: SourceFile, draft: Draft, message: str) -> UserError:
 def _refuse_duplicates(file: SourceFile, drafts: Sequence[Draft], cells: Sequence[SweepCell]) -> None:
     seen: dict[Any, Draft] = {}
     for draft, cell in zip(drafts, cells):
-        identity: Any = (_config_identity(cell.config), cell.timeout_s, cell.memory_limit_bytes)
+        worker = (cell.timeout_s, cell.memory_limit_bytes, cell.python, cell.hardware)
+        identity: Any = (_config_identity(cell.config), *worker)
         try:
             hash(identity)
         except TypeError:  # a config field that is not hashable: its canonical JSON, as RunConfig.key digests
-            identity = cell.config.key(), cell.timeout_s, cell.memory_limit_bytes
+            identity = (cell.config.key(), *worker)
         if identity in seen:
             raise file.error(
                 draft.home,
-                f"{draft.label} is identical to {seen[identity].label}: same configuration, timeout and memory limit",
+                f"{draft.label} is identical to {seen[identity].label}: same configuration, timeout, memory limit, "
+                "interpreter and hardware",
                 named=False,
             )
         seen[identity] = draft

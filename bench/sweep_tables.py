@@ -4,7 +4,7 @@ Everything here looks at the file as written — one table at a time, never a
 cell — so it runs before the matrix is expanded and its cost does not grow
 with the number of cells. Values that `RunConfig` understands are left to it
 (every cell is built into one); this module checks what RunConfig never sees:
-the file's shape, the loader's own keys (`timeout`, `memory_limit`), the
+the file's shape, the loader's own keys (`timeout`, `memory_limit`, `python`, `hardware`), the
 match criteria of `[[exclude]]` and `where`, and numbers TOML allows but no
 option does (`inf`, `nan`, integers beyond 64 bits).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -29,8 +30,9 @@ from .sweep_text import Place, SourceFile
 
 DEFAULT_TIMEOUT_S = 1800.0
 TABLES = ("sweep", "defaults", "matrix", "exclude", "override", "cell")
-LOADER_KEYS = ("timeout", "memory_limit")  # a cell's keys the loader takes itself; the rest go to RunConfig
-SWEEP_KEYS = ("name", "description", *LOADER_KEYS)
+# A cell's keys the loader takes itself (where and how its worker runs); the rest go to RunConfig.
+LOADER_KEYS = ("timeout", "memory_limit", "python", "hardware")
+SWEEP_KEYS = ("name", "description", "timeout", "memory_limit")  # python, hardware: in [defaults]
 CELL_KEYS = (*OPTION_KEYS, *LOADER_KEYS)
 MERGED_KEYS = ("options", "labels")  # tables that merge key by key instead of being replaced
 _INT64 = 2**63  # TOML integers are 64-bit; tomllib reads longer ones without complaint
@@ -183,6 +185,8 @@ def _check_special(file: SourceFile, place: Place, key: str, value: Any) -> None
         timeout_s(file, place, value)
     elif key == "memory_limit":
         memory_limit(file, place, value)
+    elif key in ("python", "hardware"):
+        _name(file, place, key, value)
 
 
 def _check_pairs(file: SourceFile, place: Place, key: str, value: Any) -> None:
@@ -218,6 +222,19 @@ def memory_limit(file: SourceFile, place: Place, value: Any) -> int:
     except UserError as exc:
         # The place names the key already: keep the reason, not parse_memory_limit's own prefix.
         raise file.error(place, str(exc).removeprefix("memory_limit: ")) from None
+
+
+# What a Ray custom resource may be called (`hardware = "nvidia-l4"`); also a hardware key's alphabet.
+_RESOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+
+
+def _name(file: SourceFile, place: Place, key: str, value: Any) -> str:
+    """`python` (an interpreter's path) or `hardware` (the kind of machine a cell is pinned to): a string."""
+    if not isinstance(value, str) or not value.strip():
+        raise file.error(place, f"must be a non-empty string, got {value!r}")
+    if key == "hardware" and not _RESOURCE.fullmatch(value):
+        raise file.error(place, f"must be a resource name such as \"nvidia-l4\" (letters, digits, _.:-), got {value!r}")
+    return value
 
 
 def matrix_shape(file: SourceFile, table: Mapping[str, Any] | None) -> dict[str, list[Any]]:

@@ -85,8 +85,10 @@ def test_fingerprint_keys_and_types() -> None:
     assert isinstance(env["memory_bytes"], int) and env["memory_bytes"] > 2**28
     assert set(env["os"]) == {"system", "release", "distro"}
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["executable"] == sys.executable
     assert set(env["packages"]) == {
         "torch", "diffusers", "numpy", "onnx", "onnxruntime", "openvino", "tensorrt", "nvidia-ml-py", "aigcbench",
+        "tensorflow", "onnx2tf", "ai-edge-litert", "ray",
     }
     assert env["packages"]["torch"] == importlib.metadata.version("torch")
     assert isinstance(env["gpus"], list)

@@ -10,6 +10,7 @@ import typer
 from ...workloads.params import MODE_HELP, PARAMS
 from ..errors import BackendUnavailable, UserError
 from ..limits import range_help
+from ..interpreters import PYTHON_HELP
 from ..outputs import check_output
 from .app import app, stdout_console, user_errors
 
@@ -73,6 +74,7 @@ def run_command(
     in_process: bool = typer.Option(
         False, "--in-process", help="Measure in this process instead of a worker (for debuggers and profilers)."
     ),
+    python: Optional[str] = typer.Option(None, "--python", help=PYTHON_HELP),
     option: List[str] = typer.Option([], "--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
     label: List[str] = typer.Option([], "--label", "-l", help="Label KEY=VALUE stored with the record (repeatable)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the record to this JSON file."),
@@ -96,6 +98,7 @@ def run_command(
     with user_errors():
         # Before the imports below: a bad limit is refused at once.
         limit_bytes = _memory_limit(memory_limit, in_process, device)
+        explicit = _python(python, in_process)
         from ...reports.table import result_notes, result_table
         from .. import limits
         from ..config import RunConfig, parse_pairs
@@ -115,7 +118,7 @@ def run_command(
             "new_tokens": new_tokens, "frames": frames,
         }
         config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
-        launcher = None if in_process else _spawned(config)
+        launcher = None if in_process else _spawned(config, explicit)
         opened, created = None, False
         try:
             limits.check("timeout", timeout)
@@ -156,12 +159,30 @@ def run_command(
         raise typer.Exit(1)
 
 
-def _spawned(config):
-    """The pre-imported worker a sweep cell gets, started now: it imports torch while the CLI checks and opens the store."""
+def _python(value: Optional[str], in_process: bool) -> Optional[str]:
+    """--python as a checked interpreter path (it must have this aigcbench), refused with --in-process."""
+    if value is None:
+        return None
+    if in_process:
+        raise UserError("--python runs the worker in another interpreter; it cannot be combined with --in-process",
+                        key="python")
+    from ..interpreters import check_python
+
+    return check_python(value, "--python")
+
+
+def _spawned(config, explicit: Optional[str]):
+    """The pre-imported worker a sweep cell gets, started now: it imports torch while the CLI checks and opens the store.
+
+    It runs in the interpreter `--python` named, else in the backend's dedicated environment if made, else here.
+    """
+    from ...backends import registry as backend_registry
     from ...workloads.registry import model_modules
+    from ..interpreters import interpreter_for
     from ..launchers import ZygoteLauncher
 
-    launcher = ZygoteLauncher(preload=model_modules([config.workload]))
+    python = interpreter_for(backend_registry.get(config.backend).environment, explicit)
+    launcher = ZygoteLauncher(python, preload=model_modules([config.workload]))
     launcher.spawn()
     return launcher
 

@@ -84,9 +84,9 @@ def _sweep(plan, workers, store: Optional[str], dry_run: bool, force: bool, retr
     from ..sweep import run_sweep, stored_records, unavailable_cells
     from .sweep_progress import SweepDisplay
 
-    skip = _checked(plan, lambda p: unavailable_cells(p, workers))
-    console = stdout_console()
     hardware_key = fingerprint()["hardware_key"]
+    skip = _checked(plan, lambda p: unavailable_cells(p, workers, hardware_key))
+    console = stdout_console()
     if dry_run:
         stored = {}
         if Store.exists(store):
@@ -145,9 +145,10 @@ def _checked(plan, unavailable_cells) -> dict[int, str]:
 
 def _print_plan(console, plan, skip, stored, force: bool, retry_failed: bool) -> None:
     from ...reports.sweep_table import cell_label
+    from ..sweep import previous_record
 
     for index, cell in enumerate(plan.cells):
-        previous = stored.get(cell.config.key())
+        previous = previous_record(stored, cell)
         if index in skip:
             action = f"skip ({skip[index]})"
         elif previous is not None and not force and not (retry_failed and previous.status == "failed"):

@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -53,6 +54,10 @@ PACKAGE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
     "nvidia-ml-py": ("nvidia-ml-py",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "onnx2tf": ("onnx2tf",),
+    "ai-edge-litert": ("ai-edge-litert",),
+    "ray": ("ray",),
     "aigcbench": ("aigcbench",),
 }
 
@@ -64,7 +69,7 @@ def fingerprint() -> dict[str, Any]:
 
     Keys: `cpu` {model, vendor, arch, flags, physical_cores, logical_cores,
     affinity_cores}, `memory_bytes`, `os` {system, release, distro}, `python`,
-    `packages` {name: version or None}, `gpus` [{index, name, memory_bytes,
+    `executable` (the interpreter, as started), `packages` {name: version or None}, `gpus` [{index, name, memory_bytes,
     driver_version, compute_capability, uuid}], `gpu_source` (`"nvml"` or
     `"unavailable: <reason>"`) and `hardware_key`.
 
@@ -85,6 +90,9 @@ def _fingerprint_once() -> dict[str, Any]:
         "memory_bytes": _memory_bytes(),
         "os": os_info(),
         "python": platform.python_version(),
+        # The interpreter the cell ran in, as started (a virtual environment's bin/python, not its target):
+        # cells of one sweep may run in different environments (`bench/interpreters.py`).
+        "executable": sys.executable,
         "packages": package_versions(),
         "gpus": gpus,
         "gpu_source": gpu_source,
