@@ -21,7 +21,14 @@ or must not rewrite: someone else's file or database, an incomplete store, a
 store of a newer schema or an older layout (`aigcbench store upgrade`
 migrates that one, after a backup). The decision is made before anything
 that could write to it is opened, and a new SQLite store appears whole or
-not at all (`store_safety`).
+not at all (`store_safety`, `store_sqlite`).
+
+A server store is reached when it is opened, within a bounded time, or
+refused in one line naming host and port, never the password
+(`store_server`). A record it does not take because it stopped answering is
+spooled on this machine and sent by `aigcbench store flush` or by the next
+`Store.open` of that store (`store_spool`): a measurement is never lost to
+the network.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from . import store_spool
 from .errors import UserError
 from .record import SCHEMA_VERSION, Record
 from .store_layout import META_TABLE, STORE_LAYOUT
@@ -48,12 +55,13 @@ from .store_layout import meta as _meta
 from .store_layout import records as _records
 from .store_layout import required_tables as _required_tables
 from .store_layout import rows as _rows
-from .store_safety import BUSY_TIMEOUT_S, Shape, State, classify, create_sqlite, remove_abandoned, sqlite_shape
+from .store_safety import Shape, State, classify, sqlite_shape
+from .store_server import UNANSWERED, masked, masked_text, reason, server_engine, spool_key, with_default_driver
+from .store_sqlite import WRITE, prepare_sqlite_file, sqlite_engine, sqlite_file
 
 ENV_VAR = "AIGCBENCH_STORE"
 DEFAULT_PATH = "aigcbench.db"
 
-_WRITE = "aigcbench_write"  # execution option: this transaction will write
 # PostgreSQL has no database-wide write lock like SQLite's BEGIN IMMEDIATE: two
 # processes creating (or upgrading) a store at once serialise on this advisory lock.
 _PG_LOCK_KEY = 0x6169_6763_6265_6E63 >> 1
@@ -73,31 +81,54 @@ def resolve_store_url(value: str | None) -> str:
     return f"sqlite:///{Path(value).expanduser().absolute()}"
 
 
+def spool_of(value: str | None) -> Path | None:
+    """The spool file of the store `value` names (`store_spool`); None for a SQLite store, which never spools."""
+    url, _ = _parsed(value)
+    return None if url.get_backend_name() == "sqlite" else store_spool.spool_file(spool_key(url))
+
+
+def _parsed(value: str | None) -> tuple[sa.URL, str]:
+    """The URL `value` names, its driver filled in, and the URL as it may be printed (password masked)."""
+    url = resolve_store_url(value)
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise UserError(f"store {masked_text(url)!r} is not a valid database URL: {masked_text(str(exc))}") from None
+    return with_default_driver(parsed), masked(parsed)
+
+
 class Store:
     """An append-only collection of records in a SQL database. Build it with `Store.open`."""
 
-    def __init__(self, engine: Engine, display_url: str) -> None:
+    def __init__(self, engine: Engine, display_url: str, spool_key: str | None = None) -> None:
         self._engine = engine
-        # Writes take the database lock at BEGIN (see `_take_over_sqlite_begin`).
-        self._writer = engine.execution_options(**{_WRITE: True})
+        # Writes take a SQLite file's lock at BEGIN (`store_sqlite.take_over_sqlite_begin`).
+        self._writer = engine.execution_options(**{WRITE: True})
         self._url = display_url
+        # Server stores only: where a record goes when the server stops answering (`store_spool`).
+        self._spool_key = spool_key
+        self._spooled = False  # this Store spooled a record: send it once the server answers again
 
     @classmethod
-    def open(cls, value: str | None = None) -> "Store":
+    def open(cls, value: str | None = None, *, send_spooled: bool = True) -> "Store":
         """Open (and, if it is new or empty, initialise) the store named by `value`.
 
         `value` is resolved by `resolve_store_url`. Raises `UserError` for a
         missing folder, for a file or database that is not an aigcbench store
-        (or an incomplete one), for a store written by a newer aigcbench, and
-        for one of an older layout (`aigcbench store upgrade` migrates it); any
-        of those is left exactly as it was.
+        (or an incomplete one), for a store written by a newer aigcbench, for
+        one of an older layout (`aigcbench store upgrade` migrates it), and for
+        a server that cannot be reached (naming its host and port); any of
+        those is left exactly as it was. A server store then receives the
+        records this machine spooled for it (`send_spooled`), saying so on stderr.
         """
         store, where = cls._connect(value, upgrading=False)
         try:
             store._initialise(where)
+            if send_spooled:
+                store._send_spooled()
         except sa.exc.OperationalError as exc:
             store.close()
-            raise UserError(f"store {store.url}: {exc.orig}") from None
+            raise UserError(f"store {store.url}: {reason(exc, store._engine.url)}") from None
         except BaseException:
             store.close()
             raise
@@ -106,24 +137,13 @@ class Store:
     @classmethod
     def _connect(cls, value: str | None, *, upgrading: bool) -> tuple["Store", str]:
         """A store on an engine, once the file (if SQLite) is known to be one this command may open."""
-        url = resolve_store_url(value)
-        try:
-            parsed = make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise UserError(f"store {url!r} is not a valid database URL: {exc}") from None
-        display = parsed.render_as_string(hide_password=True)
-        sqlite_path = _sqlite_file(parsed)
+        parsed, display = _parsed(value)
+        if parsed.get_backend_name() != "sqlite":
+            return cls(server_engine(parsed, display), display, spool_key(parsed)), display
+        sqlite_path = sqlite_file(parsed)
         if sqlite_path is not None:
-            _prepare_sqlite_file(sqlite_path, upgrading=upgrading)  # before any connection that could write
-        try:
-            if parsed.get_backend_name() == "sqlite":
-                engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
-                _take_over_sqlite_begin(engine)
-            else:
-                engine = sa.create_engine(parsed, pool_pre_ping=True)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-            raise UserError(f"store {display}: {exc}") from None
-        return cls(engine, display), (str(sqlite_path) if sqlite_path is not None else display)
+            prepare_sqlite_file(sqlite_path, upgrading=upgrading)  # before any connection that could write
+        return cls(sqlite_engine(parsed, display), display), str(sqlite_path) if sqlite_path is not None else display
 
     @staticmethod
     def exists(value: str | None = None) -> bool:
@@ -135,8 +155,8 @@ class Store:
         `open` would refuse counts as there, so that `open` says why.
         """
         try:
-            path = _sqlite_file(make_url(resolve_store_url(value)))
-        except sa.exc.ArgumentError:
+            path = sqlite_file(make_url(resolve_store_url(value)))
+        except (sa.exc.ArgumentError, ValueError):
             return True  # let `open` report the bad URL
         if path is None:
             return True
@@ -151,8 +171,15 @@ class Store:
         """The store's URL, with any password masked: safe to print in reports and logs."""
         return self._url
 
-    def append(self, record: Record) -> None:
-        """Add one record in its own transaction; a run_id already stored is a `UserError`."""
+    def append(self, record: Record) -> bool:
+        """Add one record in its own transaction; a run_id already stored is a `UserError`.
+
+        Returns True once the record is stored. On a server database that
+        stops answering, the record is spooled on this machine instead (one
+        line on stderr says where and how it will be sent) and False is
+        returned: the measurement is kept, not lost (`store_spool`). The next
+        append that succeeds sends what this Store spooled before it.
+        """
         row, labels = _rows(record)
         try:
             with self._writer.begin() as conn:
@@ -162,6 +189,15 @@ class Store:
         except sa.exc.IntegrityError:
             # run_id is the only unique column, so this is a duplicate.
             raise UserError(f"run {record.run_id} is already in store {self._url}; records are never replaced") from None
+        except UNANSWERED as exc:
+            if self._spool_key is None:
+                raise  # a SQLite file: nothing a local spool would do better
+            store_spool.keep(self._spool_key, record, store=self._url, why=reason(exc, self._engine.url))
+            self._spooled = True
+            return False
+        if self._spooled:  # the server answers again: send what it missed
+            self._spooled = not self._send_spooled()
+        return True
 
     def append_many(self, records: Iterable[Record]) -> int:
         """Add records in one transaction (all or nothing); returns how many were new.
@@ -272,6 +308,36 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self._url!r})"
 
+    def send_spooled(self) -> store_spool.Sent | None:
+        """Send the records this machine spooled for this store (`aigcbench store flush`); None: nothing spooled.
+
+        All or nothing, skipping run_ids already stored; only what was sent
+        leaves the spool. A server that stops answering meanwhile is a
+        `UserError`, the spool left whole. A SQLite store never has a spool.
+        """
+        try:
+            return self._deliver_spool()
+        except UNANSWERED as exc:
+            raise UserError(f"store {self._url} stopped answering while its spool was sent "
+                            f"({reason(exc, self._engine.url)}); the spool is as it was") from None
+
+    def _deliver_spool(self) -> store_spool.Sent | None:
+        return None if self._spool_key is None else store_spool.send(self._spool_key, self.append_many)
+
+    def _send_spooled(self) -> bool:
+        """Send this store's spool, saying so on stderr; False (said too) when it could not be sent now.
+
+        Never raises for that: the command that opened the store goes on, and
+        the spool waits, whole, for the next one.
+        """
+        try:
+            store_spool.tell(self._deliver_spool(), self._url)
+        except (*UNANSWERED, UserError) as exc:
+            why = reason(exc, self._engine.url) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+            store_spool.say(f"store {self._url}: spooled records not sent yet ({why})")
+            return False
+        return True
+
     def _read(self, query: sa.Select) -> list[Record]:
         with self._engine.connect() as conn:
             texts = conn.execute(query.order_by(_records.c.id)).scalars().all()
@@ -323,47 +389,6 @@ def _where(query: sa.Select, columns: Mapping[str, Collection[Any]], labels: Map
     return query
 
 
-def _sqlite_file(url: sa.URL) -> Path | None:
-    """The file behind a SQLite URL; None for other databases, in-memory and `uri=true` URLs."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "uri" in url.query:
-        return None
-    return Path(url.database).absolute()
-
-
-def _prepare_sqlite_file(path: Path, *, upgrading: bool) -> None:
-    """Refuse a file this command must not open (never writing to it); create a missing store whole."""
-    shape = sqlite_shape(path)
-    if shape is None:
-        create_sqlite(path, _build_sqlite)
-        shape = sqlite_shape(path)  # ours, or the one a racing process linked in first
-        if shape is None:
-            raise UserError(f"store {str(path)!r} was removed while it was being created")
-    classify(str(path), shape, upgrading=upgrading)
-    remove_abandoned(path)  # only now that the folder is known to hold our store
-
-
-def _build_sqlite(temp: Path) -> None:
-    """Every table and meta entry of a new store, written into the empty file `temp` in one transaction.
-
-    No journal and no syncing while it is built: `temp` is nobody's store
-    until `create_sqlite` has flushed it whole and linked it into place.
-    """
-
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(temp)
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        return conn
-
-    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
-    _take_over_sqlite_begin(engine)  # one BEGIN ... COMMIT around the DDL, not one implicit commit per table
-    try:
-        with engine.begin() as conn:
-            _create_tables(conn, SCHEMA_VERSION)
-    finally:
-        engine.dispose()
-
-
 def _shape(conn: sa.Connection) -> Shape:
     """What `conn`'s database holds (store_safety reads SQLite files the same way, without SQLAlchemy)."""
     inspector = sa.inspect(conn)
@@ -389,25 +414,6 @@ def _lock_server(conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
-def _take_over_sqlite_begin(engine: Engine) -> None:
-    """Make SQLAlchemy, not the sqlite3 module, issue BEGIN (the recipe in SQLAlchemy's SQLite docs).
-
-    Writes start with BEGIN IMMEDIATE, which takes the write lock up front and
-    so waits in SQLite's busy handler (up to `BUSY_TIMEOUT_S`). A deferred
-    transaction that reads first and then writes can instead fail at once with
-    "database is locked" when another process got there first. Reads keep a
-    plain BEGIN so they never block each other.
-    """
-
-    @sa.event.listens_for(engine, "connect")
-    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
-
-
 def discard_if_empty(store: Store) -> None:
     """Close `store`; delete its SQLite file if it holds no record at all.
 
@@ -417,7 +423,7 @@ def discard_if_empty(store: Store) -> None:
     """
     empty = store.count() == 0
     store.close()
-    path = _sqlite_file(store._engine.url)
+    path = sqlite_file(store._engine.url)
     if empty and path is not None:
         for leftover in (path, path.with_name(path.name + "-journal")):
             leftover.unlink(missing_ok=True)

@@ -87,7 +87,7 @@ def test_duplicate_run_id_is_refused_and_changes_nothing(tmp_path):
 def test_store_has_no_update_or_delete_api():
     public = {name for name in dir(Store) if not name.startswith("_")}
     assert public == {"open", "exists", "append", "append_many", "records", "select", "samples_of",
-                      "label_keys", "holdings", "count", "close", "url"}
+                      "label_keys", "holdings", "count", "close", "url", "send_spooled"}
 
 
 def test_exists_never_creates_a_store(tmp_path):

@@ -43,7 +43,7 @@ def report_command(
         suffix = check_output(output, FORMATS)
         records, url = load_records(where, store, samples=False)
         records = without_ceilings(records, parse_where(where))  # machine peaks, not a workload
-        with Store.open(url) as opened:
+        with Store.open(store) as opened:  # `url` is for showing: its password is masked
             result = analysis.analyse(records, opened.samples_of, selection=parse_where(where).describe(), store=url)
         # Logs and CI capture stdout without a terminal: give the table room there.
         console = stdout_console()

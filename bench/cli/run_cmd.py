@@ -119,7 +119,7 @@ def run_command(
         }
         config = RunConfig.from_options({k: v for k, v in values.items() if v is not None})
         launcher = None if in_process else _spawned(config, explicit)
-        opened, created = None, False
+        opened, created, stored = None, False, False
         try:
             limits.check("timeout", timeout)
             check_output(json_path, None, "--json")  # before anything is measured
@@ -129,8 +129,8 @@ def run_command(
             created = not no_store and not Store.exists(store)
             opened = None if no_store else Store.open(store)
             record = _measure(config, launcher, timeout, limit_bytes, timeline)
-            if opened is not None:
-                opened.append(record)
+            # False: the server stopped answering and the record was spooled (stderr said where).
+            stored = opened is not None and opened.append(record)
         except (UserError, BackendUnavailable):
             if created and opened is not None:  # refused in the worker: leave no store this run made
                 _discard_new(opened)
@@ -149,7 +149,7 @@ def run_command(
         console.print(result_table([record]))
         for line in result_notes(record):
             console.print(line)
-        if opened is not None:
+        if stored:
             console.print(f"stored in {opened.url} (run {record.run_id[:12]})")
         if json_path is not None:
             console.print(f"record written to {json_path}")

@@ -1,4 +1,4 @@
-"""`aigcbench store upgrade`: migrate a store written by an older aigcbench, after a backup."""
+"""`aigcbench store upgrade` and `aigcbench store flush`: look after the result store."""
 
 from __future__ import annotations
 
@@ -35,3 +35,29 @@ def upgrade_command(store: Optional[str] = typer.Option(None, help=STORE_HELP)) 
         typer.echo(f"backup of store layout {done.from_layout} written to {done.backup}")
         typer.echo(f"upgraded store {done.store} from layout {done.from_layout} to {done.to_layout} "
                    f"({done.records} records)")
+
+
+@store_app.command("flush")
+def flush_command(store: Optional[str] = typer.Option(None, help=STORE_HELP)) -> None:
+    """Send the records this machine spooled while a server store did not answer; print how many.
+
+    A record a run or sweep could not store (the network or the server went
+    away) waits in a local spool ($AIGCBENCH_SPOOL, else
+    $XDG_DATA_HOME/aigcbench/spool). This sends them in one transaction,
+    skips run_ids the store already holds, and removes from the spool only
+    what was sent; any command that opens the store does the same. Exit 2
+    when the store cannot be reached (the spool is left as it was).
+    """
+    with user_errors():
+        from .. import store_spool
+        from ..store import Store, resolve_store_url, spool_of
+
+        spool = spool_of(store)
+        if spool is None:
+            typer.echo(f"store {resolve_store_url(store)} is a local file: nothing is spooled for it")
+        else:
+            with Store.open(store, send_spooled=False) as opened:
+                sent = opened.send_spooled()
+            typer.echo(f"store {opened.url}: nothing spooled" if sent is None else store_spool.describe(sent, opened.url))
+        for other, count in store_spool.spooled_elsewhere(spool).items():
+            typer.echo(f"the spool also holds {count} record(s) for {other}: pass it (with its password) as --store")
