@@ -5,6 +5,7 @@ Pure functions of the cell results; the records are never changed.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
 from rich import box
@@ -25,6 +26,22 @@ def cell_label(config: Any) -> str:
         f"{config.backend} {config.device} {config.precision} · "
         f"{config.scenario} b{config.effective_batch_size}"
     )
+
+
+def placed_label(cell: Any) -> str:
+    """`cell_label`, plus where the cell runs when its sweep says: its environment, its hardware.
+
+    Two cells of an A/B differ only there, so without it their rows would read the same.
+    An environment is named by its folder (`.../envs/onnxruntime-1.24/bin/python` -> onnxruntime-1.24).
+    """
+    label = cell_label(cell.config)
+    python = getattr(cell, "python", None)
+    if python:
+        parts = Path(python).parts
+        label += f" · env {parts[-3] if len(parts) >= 3 and parts[-2] == 'bin' else python}"
+    if getattr(cell, "hardware", None):
+        label += f" · on {cell.hardware}"
+    return label
 
 
 def headline(record: Record) -> str:
@@ -51,7 +68,7 @@ def sweep_table(results: Iterable[Any], title: str) -> Table:
         else:
             style = _STATUS_STYLE[record.status]
             status, shown, reason = f"[{style}]{record.status}[/]", headline(record), record.reason or ""
-        table.add_row(str(index), cell_label(result.cell.config), result.action, status, shown, escape(reason))
+        table.add_row(str(index), placed_label(result.cell), result.action, status, shown, escape(reason))
     return table
 
 
