@@ -27,6 +27,9 @@ BUILTIN: dict[str, str] = {
     "torch-compile": "aigcbench.backends.torch_compile:TorchCompileBackend",
     "onnxruntime": "aigcbench.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "aigcbench.backends.openvino:OpenVinoBackend",
+    # These two run in their own Python environment (`make env-tensorflow`), see backends/tensorflow.py.
+    "tensorflow": "aigcbench.backends.tensorflow:TensorFlowBackend",
+    "litert": "aigcbench.backends.litert:LiteRtBackend",
     "null": "aigcbench.backends.null:NullBackend",
 }
 
