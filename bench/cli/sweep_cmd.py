@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,6 +13,11 @@ from ..errors import UserError
 from ..sweep_text import DEFAULT_MAX_CELLS
 from ..outputs import check_output
 from .app import app, stdout_console, user_errors
+
+
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 @app.command("sweep")
@@ -28,30 +34,38 @@ def sweep_command(
     max_cells: int = typer.Option(
         DEFAULT_MAX_CELLS, "--max-cells", help="Refuse a sweep of more cells than this, before building any."
     ),
+    executor: ExecutorName = typer.Option(
+        ExecutorName.local, "--executor",
+        help="Where cells run: local (worker processes on this machine, one at a time) or ray (one task per cell "
+             "on a Ray cluster's nodes, pinned by `hardware`; needs aigcbench[ray]).",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address",
+        help="The Ray cluster to join (HOST:PORT of its head) [default: $RAY_ADDRESS, else the cluster `ray start` "
+             "started on this machine, else a local one-node cluster started for the sweep].",
+    ),
 ) -> None:
     """Run every cell of FILE in its own worker process and store each record as it finishes.
 
-    Cells already stored for the same config on this hardware are skipped
-    (--force measures them again). Exit 0 when every cell is ok, 1 when any
-    is failed or invalid, 2 for a malformed file (nothing runs), 130 on Ctrl-C
-    (finished cells stay stored).
+    Cells already stored for the same config on this hardware (with --executor
+    ray: the hardware of a node they may run on) are skipped (--force
+    measures them again). Exit 0 when every cell is ok, 1 when any is failed
+    or invalid, 2 for a malformed file or a cell the cluster cannot place
+    (nothing runs), 130 on Ctrl-C (finished cells stay stored).
     """
-    from ...workloads.registry import model_modules
     from ..walltime import command_timeline
 
     timeline = command_timeline()
     with user_errors():
-        from ..launchers import ZygoteLauncher
-        from ..sweep import LocalWorkers
         from ..sweep_file import load_sweep
 
+        if ray_address is not None and executor is not ExecutorName.ray:
+            raise UserError("--ray-address needs --executor ray", key="ray_address")
         plan = _with_labels(load_sweep(file, max_cells=max_cells), label)
         check_output(json_path, None, "--json")  # before anything is measured
-        launcher = ZygoteLauncher(preload=model_modules(c.config.workload for c in plan.cells))
-        launcher.spawn()  # it imports torch while the cells' names and options are checked here
-        workers = LocalWorkers(launcher, timeline)
+        workers, where, note = EXECUTORS[executor](plan, timeline, ray_address)
         try:
-            results = _sweep(plan, workers, store, dry_run, force, retry_failed)
+            results = _sweep(plan, workers, (where, note), store, dry_run, force, retry_failed)
         finally:
             workers.close()
         if results is None:
@@ -62,6 +76,34 @@ def sweep_command(
     code = verdict(results)
     if code:
         raise typer.Exit(code)
+
+
+def _local(plan, timeline, ray_address: Optional[str]):
+    """Worker processes here, forked from a zygote that imports the sweep's models while the cells are checked.
+
+    Nothing to name or note: the sweep runs on this machine's hardware key.
+    """
+    from ...workloads.registry import model_modules
+    from ..launchers import ZygoteLauncher
+    from ..local_executor import LocalWorkers
+
+    launcher = ZygoteLauncher(preload=model_modules(c.config.workload for c in plan.cells))
+    launcher.spawn()  # it imports torch while the cells' names and options are checked here
+    return LocalWorkers(launcher, timeline), None, None
+
+
+def _ray(plan, timeline, ray_address: Optional[str]):
+    """Ray tasks on a cluster's nodes, where, and a note of its nodes: joined (or started) now, so that a dead
+    address is said before anything else."""
+    from ..probes.environment import fingerprint
+    from ..ray_executor import RayExecutor
+
+    executor = RayExecutor(ray_address, fingerprint()["hardware_key"])
+    return executor, f"the Ray cluster at {executor.connection.address}", executor.note
+
+
+# The one list of executors: --executor's choices (ExecutorName) and what each builds.
+EXECUTORS = {ExecutorName.local: _local, ExecutorName.ray: _ray}
 
 
 def _with_labels(plan, label: List[str]):
@@ -77,26 +119,33 @@ def _with_labels(plan, label: List[str]):
     return dataclasses.replace(plan, cells=cells)
 
 
-def _sweep(plan, workers, store: Optional[str], dry_run: bool, force: bool, retry_failed: bool):
-    """Check every cell (where the cells run), then measure what is not stored; None for --dry-run."""
+def _sweep(plan, workers, place: tuple, store: Optional[str], dry_run: bool, force: bool, retry_failed: bool):
+    """Check every cell (where the cells run), then measure what is not stored; None for --dry-run.
+
+    `place`: where the cells run (None: this machine) and a note for stderr
+    about it, said once every cell has passed its checks (a refusal stays one line).
+    """
     from ..probes.environment import fingerprint
     from ..store import Store
-    from ..sweep import run_sweep, stored_records, unavailable_cells
+    from ..sweep import run_sweep, stored_cells, unavailable_cells
     from .sweep_progress import SweepDisplay
 
     hardware_key = fingerprint()["hardware_key"]
     skip = _checked(plan, lambda p: unavailable_cells(p, workers, hardware_key))
+    where, note = place
+    if note:
+        typer.echo(f"aigcbench: {note}", err=True)
     console = stdout_console()
     if dry_run:
         stored = {}
         if Store.exists(store):
             with Store.open(store) as opened:
-                stored = stored_records(opened, hardware_key)
+                stored = stored_cells(opened, plan, workers, hardware_key, skip)
         _print_plan(console, plan, skip, stored, force, retry_failed)
         return None
     opened = Store.open(store)
     try:
-        console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {hardware_key}, store {opened.url}")
+        console.print(f"sweep {plan.name}: {len(plan.cells)} cells on {where or hardware_key}, store {opened.url}")
         display = SweepDisplay(len(plan.cells))
         try:
             with display:
@@ -145,10 +194,9 @@ def _checked(plan, unavailable_cells) -> dict[int, str]:
 
 def _print_plan(console, plan, skip, stored, force: bool, retry_failed: bool) -> None:
     from ...reports.sweep_table import cell_label
-    from ..sweep import previous_record
 
     for index, cell in enumerate(plan.cells):
-        previous = previous_record(stored, cell)
+        previous = stored.get(index)
         if index in skip:
             action = f"skip ({skip[index]})"
         elif previous is not None and not force and not (retry_failed and previous.status == "failed"):

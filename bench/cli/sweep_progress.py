@@ -2,7 +2,8 @@
 
 Like `progress.RichObserver` it has no refresh thread: it redraws when the
 worker reports (at most every `REDRAW_S`), so the parent stays asleep while
-a cell is being measured.
+a cell is being measured. Cells of a cluster run several at a time: the
+line shows the latest news of one and counts the others running.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from .progress import REDRAW_S
 
 
 class _CellObserver:
-    def __init__(self, display: "SweepDisplay") -> None:
+    def __init__(self, display: "SweepDisplay", index: int) -> None:
         self._display = display
+        self._index = index
 
     def stage(self, text: str) -> None:
-        self._display.detail(text)
+        self._display.detail(text, index=self._index)
 
     def loop(self, phase: str, count: int, elapsed_ns: int) -> None:
-        self._display.detail(f"{phase}: {count} calls, {elapsed_ns / 1e9:.1f} s", throttle=True)
+        self._display.detail(f"{phase}: {count} calls, {elapsed_ns / 1e9:.1f} s", throttle=True, index=self._index)
 
 
 class SweepDisplay:
@@ -46,7 +48,7 @@ class SweepDisplay:
         self._task = self._progress.add_task("cells", total=total, detail="")
         self._total = total
         self._last = 0.0
-        self._current = ""
+        self._running: dict[int, str] = {}  # index -> label of each cell started and not done
         self.finished = 0
 
     def __enter__(self) -> "SweepDisplay":
@@ -57,12 +59,13 @@ class SweepDisplay:
         self._progress.stop()
 
     def cell_started(self, index: int, cell) -> _CellObserver:
-        self._current = f"[{index + 1}/{self._total}] {cell_label(cell.config)}"
-        self.detail("starting worker")
-        return _CellObserver(self)
+        self._running[index] = f"[{index + 1}/{self._total}] {cell_label(cell.config)}"
+        self.detail("starting worker", index=index)
+        return _CellObserver(self, index)
 
     def cell_done(self, index: int, result) -> None:
         self.finished += 1
+        self._running.pop(index, None)
         record = result.record
         if record is None:
             line = f"[dim]skip[/] {cell_label(result.cell.config)}: {escape(result.note or '')}"
@@ -74,9 +77,12 @@ class SweepDisplay:
         self._progress.console.print(f"{index + 1:3d}. {line}")
         self._progress.update(self._task, advance=1, detail="", refresh=True)
 
-    def detail(self, text: str, throttle: bool = False) -> None:
+    def detail(self, text: str, throttle: bool = False, index: int | None = None) -> None:
         now = time.monotonic()
         if throttle and now - self._last < REDRAW_S:
             return
         self._last = now
-        self._progress.update(self._task, detail=escape(f"{self._current}: {text}"), refresh=True)
+        others = len(self._running) - 1
+        more = f" (and {others} more running)" if others > 0 else ""
+        shown = f"{self._running.get(index, '')}: {text}{more}"
+        self._progress.update(self._task, detail=escape(shown), refresh=True)
