@@ -193,7 +193,7 @@ def _checked(plan, unavailable_cells) -> dict[int, str]:
 
 
 def _print_plan(console, plan, skip, stored, force: bool, retry_failed: bool) -> None:
-    from ...reports.sweep_table import cell_label
+    from ...reports.sweep_table import placed_label
 
     for index, cell in enumerate(plan.cells):
         previous = stored.get(index)
@@ -203,4 +203,4 @@ def _print_plan(console, plan, skip, stored, force: bool, retry_failed: bool) ->
             action = f"stored ({previous.status})"
         else:
             action = f"run (timeout {cell.timeout_s:g} s)"
-        console.print(f"{index + 1:3d}. {cell_label(cell.config)}  [{cell.origin}]  {action}")
+        console.print(f"{index + 1:3d}. {placed_label(cell)}  [{cell.origin}]  {action}")

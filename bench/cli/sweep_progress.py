@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ...reports.sweep_table import cell_label, headline
+from ...reports.sweep_table import headline, placed_label
 from .progress import REDRAW_S
 
 
@@ -59,7 +59,7 @@ class SweepDisplay:
         self._progress.stop()
 
     def cell_started(self, index: int, cell) -> _CellObserver:
-        self._running[index] = f"[{index + 1}/{self._total}] {cell_label(cell.config)}"
+        self._running[index] = f"[{index + 1}/{self._total}] {placed_label(cell)}"
         self.detail("starting worker", index=index)
         return _CellObserver(self, index)
 
@@ -68,12 +68,12 @@ class SweepDisplay:
         self._running.pop(index, None)
         record = result.record
         if record is None:
-            line = f"[dim]skip[/] {cell_label(result.cell.config)}: {escape(result.note or '')}"
+            line = f"[dim]skip[/] {placed_label(result.cell)}: {escape(result.note or '')}"
         else:
             status = record.status if record.status == "ok" else f"[bold red]{record.status}[/]"
             shown = headline(record) if record.status != "failed" else escape(record.reason or "")
             extra = f" — {escape(record.reason or '')}" if record.status == "invalid" else ""
-            line = f"{status} ({result.action}) {cell_label(result.cell.config)}: {shown}{extra}"
+            line = f"{status} ({result.action}) {placed_label(result.cell)}: {shown}{extra}"
         self._progress.console.print(f"{index + 1:3d}. {line}")
         self._progress.update(self._task, advance=1, detail="", refresh=True)
 
