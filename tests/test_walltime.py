@@ -84,11 +84,19 @@ def test_a_runs_parts_add_up_to_the_commands_wall_time(tmp_path):
 
 
 def test_an_in_process_run_accounts_for_its_time_too(tmp_path):
-    done, wall = _timed([*CLI, *TINY_RUN, "--in-process", "--no-store", "--json", str(tmp_path / "r.json")], tmp_path)
+    # An in-process run has imported torch into the command itself, so its interpreter's exit (torch's
+    # teardown, after the record is final) is long and varies with the machine's load. The parts must
+    # add up to the time until the record was written (the JSON file's mtime, on the same wall clock),
+    # and never exceed the whole command.
+    out = tmp_path / "r.json"
+    began_ns = time.time_ns()
+    done, wall = _timed([*CLI, *TINY_RUN, "--in-process", "--no-store", "--json", str(out)], tmp_path)
     assert done.returncode == 0, done.stderr
-    parts = json.loads((tmp_path / "r.json").read_text())["metadata"]["wall_s"]
+    parts = json.loads(out.read_text())["metadata"]["wall_s"]
     assert list(parts)[:3] == ["start", "check", "preflight"] and "worker_start" not in parts
-    assert sum(parts.values()) == pytest.approx(wall, rel=0.05), (parts, wall)
+    until_written = (out.stat().st_mtime_ns - began_ns) / 1e9
+    assert sum(parts.values()) == pytest.approx(until_written, rel=0.05), (parts, until_written)
+    assert sum(parts.values()) <= wall, (parts, wall)
 
 
 SWEEP = """

@@ -63,6 +63,7 @@ def sweep_command(
             raise UserError("--ray-address needs --executor ray", key="ray_address")
         plan = _with_labels(load_sweep(file, max_cells=max_cells), label)
         check_output(json_path, None, "--json")  # before anything is measured
+        _refuse_a_bad_store(store)
         workers, where, note = EXECUTORS[executor](plan, timeline, ray_address)
         try:
             results = _sweep(plan, workers, (where, note), store, dry_run, force, retry_failed)
@@ -76,6 +77,18 @@ def sweep_command(
     code = verdict(results)
     if code:
         raise typer.Exit(code)
+
+
+def _refuse_a_bad_store(store: Optional[str]) -> None:
+    """A store already there that this command may not open is said now, before the workers start (a zygote
+    imports torch, a Ray cluster is joined: seconds): opened and closed again, sending nothing it spooled yet.
+
+    A store that is not there yet is left to be made once every cell has passed its checks.
+    """
+    from ..store import Store
+
+    if Store.exists(store):
+        Store.open(store, send_spooled=False).close()
 
 
 def _local(plan, timeline, ray_address: Optional[str]):
