@@ -131,6 +131,15 @@ class Backend(abc.ABC):
         check_declared(self, precision)
         self.check_device(device, precision)
 
+    def check_device_name(self, device: str) -> None:
+        """Refuse a `--device` this backend does not know at all, from its text alone (a `UserError`, exit 2).
+
+        The CLI calls it (`cell_check.check_config`) before any worker starts, so it must import no runtime;
+        it refuses only what is no device name at all, so that a backend unavailable here is still said first
+        (exit 3, and a sweep skips its cells). `check_device` stays whole on its own: whether a named
+        device is one the backend runs on, and whether it is there, are its. The default refuses nothing.
+        """
+
     @abc.abstractmethod
     def check_device(self, device: str, precision: str) -> None:
         """Refuse a device, or a declared precision on it, that cannot run here.

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..bench.errors import UserError
 from .base import Backend, PrepareContext
 from .options import choice, positive_int
-from .torch_device import resolve_device
+from .torch_device import check_torch_device_name, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +83,9 @@ class NullBackend(Backend):
         choice(options, "fault", FAULTS, "none")
         if "fault_at" in options:
             positive_int(options, "fault_at")
+
+    def check_device_name(self, device: str) -> None:
+        check_torch_device_name(device)
 
     def check_device(self, device: str, precision: str) -> None:
         # Nothing runs on the device, but the record names it: a device this machine lacks

@@ -16,6 +16,7 @@ from ..bench.errors import BackendUnavailable, UserError
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import choice, positive_int
+from .torch_device import check_torch_device_name
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -130,6 +131,9 @@ class OnnxRuntimeBackend(Backend):
         for key in ("intra_op_threads", "inter_op_threads"):
             if key in options:
                 positive_int(options, key)
+
+    def check_device_name(self, device: str) -> None:
+        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         import onnxruntime as ort

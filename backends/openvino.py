@@ -38,10 +38,10 @@ def ov_device(device: str) -> str:
     """`--device` → OpenVINO's device name: cpu → CPU, gpu:1 → GPU.1, npu → NPU, auto → AUTO."""
     kind, colon, index = device.partition(":")
     if kind not in ("cpu", "gpu", "npu", "auto"):
-        raise UserError(f"backend openvino runs on cpu, gpu[:N], npu or auto; got --device {device!r}")
+        raise UserError(f"backend openvino runs on cpu, gpu[:N], npu or auto; got --device {device!r}", key="device")
     # Only GPUs are numbered: OpenVINO's CPU plugin refuses any device id at compile time.
     if colon and (kind != "gpu" or not index.isdigit()):
-        raise UserError(f"backend openvino numbers only GPUs (gpu:N); got --device {device!r}")
+        raise UserError(f"backend openvino numbers only GPUs (gpu:N); got --device {device!r}", key="device")
     return kind.upper() + (f".{index}" if index else "")
 
 
@@ -180,6 +180,9 @@ class OpenVinoBackend(Backend):
         for key in ("streams", "threads", "infer_requests"):
             if key in options:
                 positive_int(options, key)
+
+    def check_device_name(self, device: str) -> None:
+        ov_device(device)
 
     def check_device(self, device: str, precision: str) -> None:
         import openvino as ov

@@ -107,9 +107,9 @@ def _load_plugin(name: str, spec: str) -> Backend:
 class GuardedPlugin:
     """A plugin backend whose checks turn the plugin's own exceptions into reasons.
 
-    It forwards everything to the plugin; `available`, `version`, `check` and
-    `check_options` — what the parent calls before anything runs — are
-    guarded. `prepare` is not: it runs in the cell's worker, where a raising
+    It forwards everything to the plugin; `available`, `version`, `check`,
+    `check_options` and `check_device_name` — what the parent calls before
+    anything runs — are guarded. `prepare` is not: it runs in the cell's worker, where a raising
     plugin becomes a `failed` record like any other crash.
     """
 
@@ -142,6 +142,10 @@ class GuardedPlugin:
 
     def check_options(self, options: Mapping[str, str]) -> None:
         self._guarded("check_options", options)
+
+    def check_device_name(self, device: str) -> None:
+        if hasattr(self._backend, "check_device_name"):  # newer than the protocol a plugin may have been written to
+            self._guarded("check_device_name", device)
 
     def _guarded(self, method: str, *args: Any) -> None:
         try:

@@ -32,6 +32,7 @@ from . import tf_convert
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import boolean, positive_int
+from .torch_device import check_torch_device_name
 
 if TYPE_CHECKING:
     import torch
@@ -156,6 +157,9 @@ class TensorFlowBackend(Backend):
         for key in THREAD_OPTIONS:
             if key in options:
                 positive_int(options, key)
+
+    def check_device_name(self, device: str) -> None:
+        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         check_tf_device(device, self.name)

@@ -26,7 +26,7 @@ from ..bench.cache import cache_dir
 from .base import Backend, PrepareContext
 from .options import boolean, choice, positive_int
 from .pytorch import TorchSession
-from .torch_device import check_precision, dtype_of, resolve_device
+from .torch_device import check_precision, dtype_of, check_torch_device_name, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -161,6 +161,9 @@ class TorchCompileBackend(Backend):
 
     def check_options(self, options: Mapping[str, str]) -> None:
         CompileSettings.parse(options)
+
+    def check_device_name(self, device: str) -> None:
+        check_torch_device_name(device)
 
     def check_device(self, device: str, precision: str) -> None:
         check_precision(resolve_device(device), precision)

@@ -25,12 +25,17 @@ def dtype_of(precision: str) -> "torch.dtype":
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def check_torch_device_name(device: str) -> None:
+    """Refuse a name torch has no device for, without importing torch."""
+    if not _DEVICE_PATTERN.match(device):
+        raise UserError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps", key="device")
+
+
 def resolve_device(device: str) -> "torch.device":
     """The torch.device for `device`, or an error saying what is missing."""
+    check_torch_device_name(device)
     import torch
 
-    if not _DEVICE_PATTERN.match(device):
-        raise UserError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps")
     resolved = torch.device(device)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():

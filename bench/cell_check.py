@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 def check_config(config: "RunConfig") -> "Backend":
     """Refuse what the CLI can see is wrong without importing torch or a runtime; return the backend.
 
-    Names, sizes, steps and schedulers, option names and values, the declared
-    precisions: all known from the registries' declarations. What needs a
+    Names, sizes, steps and schedulers, option names and values, the device's
+    name, the declared precisions: all known from the registries' declarations. What needs a
     runtime (is it installed, is the device there, does the batch fit, do the
     weights match the model) is `preflight`'s, run where the cell runs.
     """
@@ -56,6 +56,7 @@ def check_config(config: "RunConfig") -> "Backend":
         known = ", ".join(sorted(backend.options)) or "none"
         raise UserError(f"backend {config.backend} has no option {unknown[0]!r}; known options: {known}")
     backend.check_options(config.options)
+    backend.check_device_name(config.device)
     if backend.input_format == "onnx":
         refusal = workload_registry.get(config.workload).graph_refusal
         if refusal is not None:

@@ -10,11 +10,13 @@ byte-identical afterwards — a refusal must never cost a measurement, store a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,6 +219,32 @@ def test_devices_this_machine_lacks_or_no_backend_knows_are_refused(
         pytest.skip(f"{backend} is not installed here")
     line = refused(["--backend", backend, "--device", device], store, code=code)
     assert expected in line
+
+
+# What the CLI checks before any worker starts (`check_config`), for every registered backend, in a fresh
+# interpreter: a device name none of them knows, and which heavy library that check imported (none may).
+NAME_DRIVER = """
+import json, sys
+from aigcbench.backends import registry
+from aigcbench.bench.cell_check import check_config
+from aigcbench.bench.config import RunConfig
+from aigcbench.bench.errors import UserError
+refused = {}
+for name in registry.names():
+    try:
+        check_config(RunConfig.from_options({"workload": "dcgan", "backend": name, "size": "tiny", "device": "tpu"}))
+    except UserError as err:
+        refused[name] = err.key
+heavy = ("torch", "numpy", "onnxruntime", "openvino", "tensorrt", "tensorflow")
+print(json.dumps({"refused": refused, "heavy": sorted(m for m in heavy if m in sys.modules)}))
+"""
+
+
+def test_every_backend_refuses_a_device_name_from_its_text_alone_before_a_worker_starts() -> None:
+    done = subprocess.run([sys.executable, "-c", NAME_DRIVER], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"refused": {name: "device" for name in registry.names()}, "heavy": []}
 
 
 def test_a_refusal_only_the_worker_can_make_stores_nothing(store: Path) -> None:
