@@ -24,7 +24,7 @@ from . import tf_convert
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import boolean, positive_int
-from .torch_device import check_torch_device_name
+from .torch_device import TorchDeviceNames
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +70,7 @@ class LiteRtSession:
         self._by_batch.clear()
 
 
-class LiteRtBackend(Backend):
+class LiteRtBackend(TorchDeviceNames, Backend):
     name = "litert"
     compiles = True
     description = "LiteRT (ai-edge-litert, XNNPACK) on the .tflite file of the onnx2tf conversion (own environment)"
@@ -92,8 +92,6 @@ class LiteRtBackend(Backend):
         if "num_threads" in options:
             positive_int(options, "num_threads")
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         if device != "cpu":

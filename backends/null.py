@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..bench.errors import UserError
 from .base import Backend, PrepareContext
 from .options import choice, positive_int
-from .torch_device import check_torch_device_name, resolve_device
+from .torch_device import TorchDeviceNames, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ def _inject(fault: str, call: int) -> None:
         threading.Event().wait()  # blocks forever without using CPU, like a deadlocked runtime
 
 
-class NullBackend(Backend):
+class NullBackend(TorchDeviceNames, Backend):
     name = "null"
     description = "returns its inputs: measures the harness's own overhead; can inject faults"
     precisions = ("fp32", "fp16", "bf16")
@@ -84,8 +84,6 @@ class NullBackend(Backend):
         if "fault_at" in options:
             positive_int(options, "fault_at")
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)
 
     def check_device(self, device: str, precision: str) -> None:
         # Nothing runs on the device, but the record names it: a device this machine lacks

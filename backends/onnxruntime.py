@@ -16,7 +16,7 @@ from ..bench.errors import BackendUnavailable, UserError
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import choice, positive_int
-from .torch_device import check_torch_device_name
+from .torch_device import TorchDeviceNames
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -104,7 +104,7 @@ def _numpy_dtype(tensor: "torch.Tensor") -> Any:
     return {torch.float32: "float32", torch.int64: "int64", torch.float16: "float16"}[tensor.dtype]
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(TorchDeviceNames, Backend):
     name = "onnxruntime"
     compiles = True
     description = "ONNX Runtime on the cached ONNX export (CPU, CUDA, TensorRT or OpenVINO provider)"
@@ -132,8 +132,6 @@ class OnnxRuntimeBackend(Backend):
             if key in options:
                 positive_int(options, key)
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         import onnxruntime as ort

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .base import Backend, PrepareContext
 from .options import boolean, positive_int
-from .torch_device import check_precision, dtype_of, check_torch_device_name, resolve_device
+from .torch_device import check_precision, dtype_of, TorchDeviceNames, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,7 @@ class TorchSession:
         self.module = None  # type: ignore[assignment]
 
 
-class PyTorchBackend(Backend):
+class PyTorchBackend(TorchDeviceNames, Backend):
     name = "pytorch"
     description = "eager PyTorch (torch.inference_mode), the fidelity reference"
     precisions = ("fp32", "fp16", "bf16")
@@ -72,8 +72,6 @@ class PyTorchBackend(Backend):
             positive_int(options, "threads")
         boolean(options, "channels_last")
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)
 
     def check_device(self, device: str, precision: str) -> None:
         check_precision(resolve_device(device), precision)

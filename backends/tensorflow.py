@@ -32,7 +32,7 @@ from . import tf_convert
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import boolean, positive_int
-from .torch_device import check_torch_device_name
+from .torch_device import TorchDeviceNames
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +133,7 @@ class TensorFlowSession:
         self._by_batch.clear()
 
 
-class TensorFlowBackend(Backend):
+class TensorFlowBackend(TorchDeviceNames, Backend):
     name = "tensorflow"
     compiles = True
     description = "TensorFlow on a SavedModel converted by onnx2tf from the cached ONNX export (own environment)"
@@ -158,8 +158,6 @@ class TensorFlowBackend(Backend):
             if key in options:
                 positive_int(options, key)
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         check_tf_device(device, self.name)

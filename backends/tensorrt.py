@@ -55,7 +55,7 @@ from . import onnx_precision
 from .base import Backend, PrepareContext
 from .onnx_export import OnnxGraph
 from .options import boolean, choice, positive_float
-from .torch_device import check_precision, check_torch_device_name, resolve_device
+from .torch_device import check_precision, TorchDeviceNames, resolve_device
 
 if TYPE_CHECKING:
     import tensorrt
@@ -323,7 +323,7 @@ class TensorRTSession:
             raise RuntimeError("TensorRT execute_async_v3 failed (TensorRT's log above says why)")
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(TorchDeviceNames, Backend):
     name = "tensorrt"
     compiles = True
     description = "NVIDIA TensorRT engine built from the ONNX export (CUDA devices only)"
@@ -362,8 +362,6 @@ class TensorRTBackend(Backend):
     def check_options(self, options: Mapping[str, str]) -> None:
         EngineSettings.parse(options)
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)  # named as torch names devices; which of them it runs on is check_device's
 
     def check_device(self, device: str, precision: str) -> None:
         check_precision(_cuda_device(device), precision)

@@ -26,7 +26,7 @@ from ..bench.cache import cache_dir
 from .base import Backend, PrepareContext
 from .options import boolean, choice, positive_int
 from .pytorch import TorchSession
-from .torch_device import check_precision, dtype_of, check_torch_device_name, resolve_device
+from .torch_device import check_precision, dtype_of, TorchDeviceNames, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +127,7 @@ def use_inductor_cache() -> str:
     return os.environ[INDUCTOR_CACHE_ENV]
 
 
-class TorchCompileBackend(Backend):
+class TorchCompileBackend(TorchDeviceNames, Backend):
     name = "torch-compile"
     compiles = True
     description = "torch.compile (inductor): fused kernels; compile time is cold start"
@@ -162,8 +162,6 @@ class TorchCompileBackend(Backend):
     def check_options(self, options: Mapping[str, str]) -> None:
         CompileSettings.parse(options)
 
-    def check_device_name(self, device: str) -> None:
-        check_torch_device_name(device)
 
     def check_device(self, device: str, precision: str) -> None:
         check_precision(resolve_device(device), precision)

@@ -31,6 +31,14 @@ def check_torch_device_name(device: str) -> None:
         raise UserError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps", key="device")
 
 
+class TorchDeviceNames:
+    """Mixin for a backend whose `--device` is named as torch names devices (cpu, cuda[:N], mps): its
+    `Backend.check_device_name`. Which of those it runs on, and whether one is there, stay its `check_device`'s."""
+
+    def check_device_name(self, device: str) -> None:
+        check_torch_device_name(device)
+
+
 def resolve_device(device: str) -> "torch.device":
     """The torch.device for `device`, or an error saying what is missing."""
     check_torch_device_name(device)
